@@ -1,0 +1,28 @@
+"""The application factory: config, one hub per app, the route blueprints; nothing else."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from handlers import api, errors, pages, websocket
+from hub import Config, Hub
+
+
+def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
+    """Build the app; `config` is a Config, or overrides applied on top of the environment's."""
+    if config is None:
+        config = Config.from_env()
+    elif isinstance(config, Mapping):
+        config = dataclasses.replace(Config.from_env(), **config)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = config.max_message_size
+    app.extensions["switchboard"] = Hub(config)
+    errors.register(app)
+    app.register_blueprint(websocket.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(pages.bp)
+    return app

@@ -1,0 +1,107 @@
+"""The HTTP API for other services: publish, channels, presence, history and token minting.
+
+Every route needs `Authorization: Bearer <SWITCHBOARD_API_KEY>`; without a configured key the API
+is closed (403) rather than open, and says how to open it.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+import orjson
+from flask import Blueprint, Response, request
+
+from handlers import current_hub
+from hub import ProtocolError
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+
+def _json(value: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(value), status=status, mimetype="application/json")
+
+
+def _body() -> dict:
+    """The request's JSON object; bodies over the limit without a length are cut by Flask (413)."""
+    limit = current_hub().config.max_message_size
+    if (request.content_length or 0) > limit:
+        raise ProtocolError("too_large", f"body larger than {limit} bytes")
+    try:
+        body = orjson.loads(request.get_data(cache=False))
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError("bad_json", f"body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ProtocolError("bad_request", "body must be a JSON object")
+    return body
+
+
+def _int_arg(name: str, default: int | None) -> int | None:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit():
+        raise ProtocolError("bad_request", f"{name} must be a non-negative integer")
+    return int(raw)
+
+
+@bp.before_request
+def require_api_key() -> None:
+    key = current_hub().config.api_key
+    if not key:
+        raise ProtocolError(
+            "not_configured",
+            "the HTTP API is off: set SWITCHBOARD_API_KEY and send it as 'Authorization: Bearer <key>'",
+        )
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), key.encode()):
+        raise ProtocolError("unauthorized", "missing or wrong API key: send 'Authorization: Bearer <key>'")
+
+
+@bp.post("/publish")
+def publish():
+    body = _body()
+    if "channel" not in body or "data" not in body:
+        raise ProtocolError("bad_request", 'body needs "channel" and "data"')
+    hub = current_hub()
+    offset = hub.publish(body["channel"], body["data"])
+    hub.counters["publishes_http"] += 1
+    return _json({"channel": body["channel"], "offset": offset})
+
+
+@bp.get("/channels")
+def channels():
+    counts = current_hub().channel_counts()
+    return _json({"channels": [{"name": name, "subscribers": count} for name, count in sorted(counts.items())]})
+
+
+@bp.get("/channels/<channel>/presence")
+def presence(channel: str):
+    return _json({"channel": channel, "members": current_hub().presence(channel)})
+
+
+@bp.get("/channels/<channel>/history")
+def history(channel: str):
+    hub = current_hub()
+    last, messages = hub.history(channel, since=_int_arg("since", 0), limit=_int_arg("limit", None))
+    # Messages are kept as the JSON they were sent as; splice them in rather than re-encode.
+    head = orjson.dumps({"channel": channel, "epoch": hub.epoch, "offset": last})[:-1]
+    return Response(head + b',"messages":[' + b",".join(messages) + b"]}", mimetype="application/json")
+
+
+@bp.post("/tokens")
+def tokens():
+    body = _body()
+    user = body.get("user")
+    ttl = body.get("ttl", 3600)
+    if not isinstance(user, str) or not user:
+        raise ProtocolError("bad_request", '"user" must be a non-empty string')
+    if not isinstance(ttl, (int, float)) or isinstance(ttl, bool) or ttl <= 0:
+        raise ProtocolError("bad_request", '"ttl" must be a positive number of seconds')
+    token, expires = current_hub().tokens.mint(user, body.get("info"), ttl)
+    return _json({"token": token, "user": user, "expires": expires})
+
+
+@bp.get("/stats")
+def stats():
+    hub = current_hub()
+    return _json({"connections": len(hub.connections), "channels": len(hub.channels), "counters": dict(hub.counters)})

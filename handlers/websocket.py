@@ -1,0 +1,102 @@
+"""The WebSocket routes: `/ws` (the protocol) and `/ws/echo` (the article's ping-pong).
+
+The handshake is answered here, on the socket Gunicorn's gevent worker hands the request, and the
+socket is then given to the hub to run in a greenlet of its own; the request greenlet and its Flask
+context end at once, so an idle connection costs one parked greenlet and its buffers, not two
+greenlets and a request context. Refusals (bad handshake, foreign Origin) are plain HTTP errors
+before the upgrade; a bad token is answered after it, with an `unauthorized` error and close 1008,
+because browsers cannot read the body of a refused handshake.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from collections.abc import Callable
+
+import gevent
+from flask import Blueprint, Response, request
+from gevent import socket as gsocket
+
+from handlers import current_hub
+from handlers.errors import error_response
+from hub import ANONYMOUS, Identity, ProtocolError
+from hub.connection import Connection
+from hub.frames import accept_key
+
+log = logging.getLogger("switchboard.handshake")
+
+bp = Blueprint("websocket", __name__)
+
+
+class _SocketTakenOver(Response):
+    """Tells Gunicorn the connection is no longer its to answer or keep alive.
+
+    Raising StopIteration from the WSGI call makes Gunicorn's async worker stop handling the
+    connection without writing anything more to it (the socket itself was already detached).
+    """
+
+    def __call__(self, environ, start_response):
+        raise StopIteration()
+
+
+@bp.route("/ws", websocket=True)
+def websocket():
+    hub = current_hub()
+    token = request.args.get("token")
+    identity, refusal = ANONYMOUS, None
+    if token is not None:
+        try:
+            identity = hub.tokens.verify(token)
+        except ProtocolError as error:
+            refusal = error
+    if refusal is not None:
+        return _upgrade(lambda conn: hub.refuse(conn, refusal), identity)
+    return _upgrade(hub.serve, identity)
+
+
+@bp.route("/ws/echo", websocket=True)
+def echo():
+    return _upgrade(current_hub().serve_echo, ANONYMOUS)
+
+
+def _upgrade(run: Callable[[Connection], None], identity: Identity):
+    environ = request.environ
+    if (
+        "websocket" not in environ.get("HTTP_UPGRADE", "").lower()
+        or "upgrade" not in environ.get("HTTP_CONNECTION", "").lower()
+    ):
+        response = error_response("upgrade_required", "this route speaks WebSocket only", 426)
+        response.headers["Upgrade"] = "websocket"
+        return response
+    if environ.get("HTTP_SEC_WEBSOCKET_VERSION") != "13":
+        response = error_response("upgrade_required", "only WebSocket version 13 is supported", 426)
+        response.headers["Sec-WebSocket-Version"] = "13"
+        return response
+    key = environ.get("HTTP_SEC_WEBSOCKET_KEY", "")
+    try:
+        valid_key = len(base64.b64decode(key, validate=True)) == 16
+    except binascii.Error:
+        valid_key = False
+    if not valid_key:
+        return error_response("bad_request", "Sec-WebSocket-Key must be 16 bytes in base64", 400)
+    hub = current_hub()
+    origin = environ.get("HTTP_ORIGIN")
+    allowed = hub.config.allowed_origins
+    if origin and allowed and origin not in allowed:
+        log.warning("refused handshake from %s: origin %r is not allowed", request.remote_addr, origin)
+        return error_response("forbidden", f"origin {origin!r} is not allowed", 403)
+    sock = environ.get("gunicorn.socket")
+    if sock is None:
+        return error_response("not_supported", "WebSockets need Gunicorn's gevent worker (see gunicorn.conf.py)", 500)
+
+    sock.sendall(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: " + accept_key(key).encode("ascii") + b"\r\n\r\n"
+    )
+    # Take the descriptor away from Gunicorn: it closes its socket object when this request ends.
+    client = gsocket.socket(fileno=sock.detach())
+    conn = hub.open(client, identity, address=request.remote_addr or "")
+    gevent.spawn(run, conn)
+    return _SocketTakenOver()

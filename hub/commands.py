@@ -1,0 +1,106 @@
+"""The JSON codec of the `/ws` protocol (see docs/protocol.md): commands in, frames out.
+
+Parsing validates everything the hub relies on, so the hub only ever sees well-formed commands;
+every refusal is a `ProtocolError` with a documented code. Encoding returns finished WebSocket
+frames, built once and shared by every recipient.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+from hub.errors import ProtocolError
+from hub.frames import encode_frame
+
+# Letters, digits and a few separators; the prefixes of issue "channel kinds" (private-, presence-)
+# fit. Bounded so a name can never be used to make the server hold large keys.
+CHANNEL_PATTERN = re.compile(r"[A-Za-z0-9_\-=@,.;:]{1,128}")
+COMMAND_TYPES = ("subscribe", "unsubscribe", "publish", "presence", "ping")
+
+
+class Command:
+    """A validated client command. `since`/`epoch` only for subscribe, `data` only for publish."""
+
+    __slots__ = ("type", "id", "channel", "data", "since", "epoch")
+
+    def __init__(self, type: str, id: Any, channel: str | None, data: Any, since: int | None, epoch: str | None):
+        self.type = type
+        self.id = id
+        self.channel = channel
+        self.data = data
+        self.since = since
+        self.epoch = epoch
+
+
+def validate_channel(channel: Any) -> str:
+    if not isinstance(channel, str) or not CHANNEL_PATTERN.fullmatch(channel):
+        raise ProtocolError(
+            "invalid_channel",
+            "a channel name is 1-128 characters from A-Z a-z 0-9 and _ - = @ , . ; :",
+        )
+    return channel
+
+
+def parse_command(payload: bytes | str) -> Command:
+    """Validate one text frame; errors carry the command's `id` when it could be read."""
+    try:
+        message = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError("bad_json", f"frame is not valid JSON: {exc}") from None
+    if not isinstance(message, dict):
+        raise ProtocolError("bad_command", 'a command is a JSON object with a "type"')
+    command_id = message.get("id")
+    try:
+        if command_id is not None and (not isinstance(command_id, (int, str)) or isinstance(command_id, bool)):
+            command_id = None
+            raise ProtocolError("bad_command", '"id" must be a number or a string')
+        kind = message.get("type")
+        if kind not in COMMAND_TYPES:
+            raise ProtocolError(
+                "bad_command", f"unknown command type {kind!r}; expected one of {', '.join(COMMAND_TYPES)}"
+            )
+        channel = None if kind == "ping" else validate_channel(message.get("channel"))
+        since = message.get("since")
+        if since is not None and (not isinstance(since, int) or isinstance(since, bool) or since < 0):
+            raise ProtocolError("bad_command", '"since" must be a non-negative integer offset')
+        epoch = message.get("epoch")
+        if epoch is not None and not isinstance(epoch, str):
+            raise ProtocolError("bad_command", '"epoch" must be a string')
+        if kind == "publish" and "data" not in message:
+            raise ProtocolError("bad_command", 'publish needs "data"')
+    except ProtocolError as error:
+        error.id = command_id
+        raise
+    return Command(kind, command_id, channel, message.get("data"), since, epoch)
+
+
+def _frame(value: dict) -> bytes:
+    return encode_frame(orjson.dumps(value))
+
+
+def reply_frame(command_id: Any, result: dict | None = None) -> bytes:
+    return _frame({"type": "reply", "id": command_id, "result": result if result is not None else {}})
+
+
+def error_frame(command_id: Any, code: str, message: str) -> bytes:
+    return _frame({"type": "error", "id": command_id, "code": code, "message": message})
+
+
+def welcome_frame(client_id: str, user: str, info: Any) -> bytes:
+    return _frame({"type": "welcome", "client": client_id, "user": user, "info": info})
+
+
+def member_frame(kind: str, channel: str, member: dict) -> bytes:
+    return _frame({"type": kind, "channel": channel, "member": member})
+
+
+def message_frame(channel: str, offset: int, data: Any, sender: str | None) -> bytes:
+    """The one frame of a publish, shared by every subscriber and kept in history."""
+    try:
+        payload = orjson.dumps({"type": "message", "channel": channel, "offset": offset, "data": data, "from": sender})
+    except orjson.JSONEncodeError as exc:
+        raise ProtocolError("bad_json", f"data cannot be encoded: {exc}") from None
+    return encode_frame(payload)

@@ -1,0 +1,56 @@
+"""Configuration, read once from `SWITCHBOARD_*` environment variables.
+
+Everything tunable lives here so the README can document it in one table; the rest of the code
+takes a `Config` and never reads the environment itself.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+
+PREFIX = "SWITCHBOARD_"
+
+
+@dataclass(frozen=True)
+class Config:
+    # Bearer key for /api/*; without it the API answers 403 and says how to set one.
+    api_key: str = ""
+    # HS256 secret for connection tokens (?token=JWT) and for minting them at /api/tokens.
+    token_secret: str = ""
+    # Messages kept per channel for history and recovery after a reconnect.
+    history_size: int = 100
+    # Seconds a channel with no subscribers keeps its history after its last publish.
+    history_ttl: float = 300.0
+    # Largest WebSocket message or HTTP publish body, in bytes; bigger frames close with 1009.
+    max_message_size: int = 65536
+    # Outbound queue limits per connection; passing either closes it as a slow consumer (1008).
+    send_queue_messages: int = 1000
+    send_queue_bytes: int = 1 << 20
+    # Browser Origins allowed to open a socket (comma-separated); empty allows any origin.
+    allowed_origins: tuple[str, ...] = field(default_factory=tuple)
+    # Seconds between server pings on a quiet connection; twice this without a byte closes it.
+    ping_interval: float = 25.0
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Config:
+        """Build a config from `SWITCHBOARD_<FIELD>` variables, failing loudly on bad values."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for spec in fields(cls):
+            raw = environ.get(PREFIX + spec.name.upper())
+            if raw is None or raw == "":
+                continue
+            default = getattr(cls(), spec.name)
+            try:
+                if isinstance(default, tuple):
+                    values[spec.name] = tuple(part.strip() for part in raw.split(",") if part.strip())
+                elif isinstance(default, bool):
+                    values[spec.name] = raw.lower() in ("1", "true", "yes", "on")
+                else:
+                    values[spec.name] = type(default)(raw)
+            except ValueError:
+                raise ValueError(
+                    f"{PREFIX}{spec.name.upper()}={raw!r} is not a valid {type(default).__name__}"
+                ) from None
+        return cls(**values)

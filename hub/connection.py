@@ -1,0 +1,281 @@
+"""One WebSocket connection: its reader greenlet, its bounded outbound queue and its one writer.
+
+This is the only place that touches a client socket. The rules it keeps:
+- one writer per socket: frames are appended to a queue and written by whoever holds the socket
+  (a non-blocking attempt from the flusher, or this connection's writer greenlet while the kernel
+  buffer is full), so frames never interleave and a publisher never blocks on a slow peer;
+- frames queued while the socket is busy are joined into one write, which is what makes bursts
+  cheap;
+- a queue past its limit closes the connection as a slow consumer (1008); nobody else waits.
+It never decides what a message means: text and binary messages go to the `on_message` callback.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+
+from hub.frames import (
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_INVALID_DATA,
+    CLOSE_POLICY_VIOLATION,
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    FrameError,
+    FrameParser,
+    encode_close,
+    encode_frame,
+    parse_close,
+)
+
+log = logging.getLogger("switchboard.connection")
+
+RECV_SIZE = 65536
+# How long a closing connection waits for the peer's close frame or a stuck write.
+CLOSE_TIMEOUT = 5.0
+
+
+class Flusher:
+    """Writes every connection that got frames since the last run, once, after the publisher yields.
+
+    A publish only appends to queues; the flusher runs when the publishing greenlet next waits,
+    so a burst of publishes leaves several frames per queue and each goes out in one `send`.
+    """
+
+    __slots__ = ("_dirty", "_greenlet")
+
+    def __init__(self) -> None:
+        self._dirty: list[Connection] = []
+        self._greenlet: gevent.Greenlet | None = None
+
+    def add(self, conn: Connection) -> None:
+        self._dirty.append(conn)
+        if self._greenlet is None:
+            self._greenlet = gevent.spawn(self._run)
+
+    def _run(self) -> None:
+        try:
+            while self._dirty:
+                dirty, self._dirty = self._dirty, []
+                for conn in dirty:
+                    conn.scheduled = False
+                    conn.flush()
+        finally:
+            self._greenlet = None
+
+
+class Connection:
+    """A client socket after the handshake, with who it is and what it subscribed to."""
+
+    __slots__ = (
+        "id", "user", "info", "address", "channels", "sock", "scheduled", "closing", "closed",
+        "close_code", "last_seen", "opened_at", "messages_in", "messages_out",
+        "_raw", "_flusher", "_pending", "_pending_bytes", "_max_messages", "_max_bytes",
+        "_writer", "_reader", "_on_slow",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        flusher: Flusher,
+        *,
+        client_id: str,
+        user: str,
+        info: Any = None,
+        address: str = "",
+        max_messages: int = 1000,
+        max_bytes: int = 1 << 20,
+        on_slow: Callable[[Connection], None] | None = None,
+    ) -> None:
+        self.id = client_id
+        self.user = user
+        self.info = info
+        self.address = address
+        self.channels: set[str] = set()
+        self.sock = sock
+        # The OS-level socket under gevent's wrapper: non-blocking, so a send never yields.
+        self._raw = getattr(sock, "_sock", sock)
+        self._flusher = flusher
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._max_messages = max_messages
+        self._max_bytes = max_bytes
+        self._on_slow = on_slow
+        self._writer: gevent.Greenlet | None = None
+        self._reader: gevent.Greenlet | None = None
+        self.scheduled = False
+        self.closing = False
+        self.closed = False
+        self.close_code: int | None = None
+        self.opened_at = self.last_seen = time.monotonic()
+        self.messages_in = 0
+        self.messages_out = 0
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.id} user={self.user!r}>"
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def enqueue(self, frame: bytes) -> None:
+        """Queue a frame to go out when the flusher runs; never blocks, never raises."""
+        if self.closing:
+            return
+        self._pending.append(frame)
+        self._pending_bytes += len(frame)
+        self.messages_out += 1
+        if len(self._pending) > self._max_messages or self._pending_bytes > self._max_bytes:
+            self._overflow()
+        elif not self.scheduled and self._writer is None:
+            self.scheduled = True
+            self._flusher.add(self)
+
+    def send(self, frame: bytes) -> None:
+        """Queue a frame and try to write it now (replies: no need to wait for the flusher)."""
+        self.enqueue(frame)
+        self.flush()
+
+    def flush(self) -> None:
+        """Write what is queued without blocking; leave any rest to this connection's writer."""
+        if self._writer is not None or not self._pending or self.closed:
+            return
+        pending = self._pending
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        self._pending = []
+        self._pending_bytes = 0
+        try:
+            sent = self._raw.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self.abort()
+            return
+        if sent < len(data):
+            self._writer = gevent.spawn(self._drain, memoryview(data)[sent:])
+
+    def _drain(self, rest: memoryview) -> None:
+        """The writer greenlet: exists only while the kernel buffer is full."""
+        try:
+            while rest:
+                self.sock.sendall(rest)
+                if not self._pending:
+                    break
+                rest = memoryview(b"".join(self._pending))
+                self._pending = []
+                self._pending_bytes = 0
+        except OSError:
+            self.abort()
+        finally:
+            self._writer = None
+
+    def _overflow(self) -> None:
+        """Too much queued: drop what was not started, close 1008, cut the socket if it stays stuck."""
+        self._pending = []
+        self._pending_bytes = 0
+        if self._on_slow is not None:
+            self._on_slow(self)
+        self.close(CLOSE_POLICY_VIOLATION, "slow consumer: send queue limit exceeded")
+
+    # -- closing ---------------------------------------------------------------------------
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Start the closing handshake; the socket is cut if the peer does not finish it in time."""
+        if self.closing:
+            return
+        self._pending.append(encode_close(code, reason))
+        self.closing = True
+        self.close_code = code
+        self.flush()
+        gevent.spawn_later(CLOSE_TIMEOUT, self.abort)
+
+    def abort(self) -> None:
+        """Cut the TCP connection now; the reader wakes up and cleans up."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    # -- receiving -------------------------------------------------------------------------
+
+    def serve(
+        self,
+        parser: FrameParser,
+        on_message: Callable[[Connection, int, bytes], None],
+        on_close: Callable[[Connection], None],
+    ) -> None:
+        """The reader: runs in this connection's greenlet until the socket is done, then closes it."""
+        self._reader = gevent.getcurrent()
+        try:
+            self._read_loop(parser, on_message)
+        except FrameError as error:
+            self.close(error.code, error.reason)
+        except OSError:
+            pass
+        except Exception:  # a bug must cost this connection only, never the worker
+            log.exception("connection %s failed", self.id)
+            self.close(CLOSE_INTERNAL_ERROR, "internal error")
+        finally:
+            try:
+                on_close(self)
+            except Exception:
+                log.exception("cleanup of connection %s failed", self.id)
+            self._finish()
+
+    def _read_loop(self, parser: FrameParser, on_message: Callable[[Connection, int, bytes], None]) -> None:
+        recv = self.sock.recv
+        while not self.closed:
+            data = recv(RECV_SIZE)
+            if not data:
+                return
+            self.last_seen = time.monotonic()
+            for opcode, payload in parser.feed(data):
+                if opcode == OP_TEXT or opcode == OP_BINARY:
+                    self.messages_in += 1
+                    if not self.closing:
+                        on_message(self, opcode, payload)
+                elif opcode == OP_PING:
+                    self.send(encode_frame(payload, OP_PONG))
+                elif opcode == OP_CLOSE:
+                    code, reason = parse_close(payload)
+                    if not self.closing:
+                        # Echo the peer's code, as RFC 6455 5.5.1 asks.
+                        self.close(1000 if code == 1005 else code, reason)
+                    return
+
+    def _finish(self) -> None:
+        """Let the writer send the close frame, then release the socket."""
+        if not self.closing:
+            self.closing = True
+        writer = self._writer
+        if writer is not None and not self.closed:
+            writer.join(timeout=CLOSE_TIMEOUT)
+        self.closed = True
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def wait_closed(self, timeout: float) -> bool:
+        """Block until the reader has finished (used by shutdown)."""
+        if self._reader is None:
+            return True
+        self._reader.join(timeout=timeout)
+        return self._reader.dead
+
+
+def check_text(payload: bytes) -> None:
+    """RFC 6455 8.1: a text message that is not UTF-8 fails the connection with 1007."""
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FrameError(CLOSE_INVALID_DATA, "text message is not valid UTF-8") from None

@@ -1,0 +1,137 @@
+"""Users chat on channels, see who is there, and get back what they missed."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+
+from tests.integration.servers import ROOT
+
+
+def test_two_clients_chat_both_ways(server):
+    with server.client() as alice, server.client() as bob:
+        assert alice.welcome["type"] == "welcome" and alice.welcome["client"] != bob.welcome["client"]
+        for client in (alice, bob):
+            reply = client.command("subscribe", channel="room-1")
+            assert reply["type"] == "reply" and reply["result"]["channel"] == "room-1"
+
+        published = alice.command("publish", channel="room-1", data={"text": "hi bob"})
+        assert published["result"]["offset"] >= 1
+        for client in (alice, bob):
+            message = client.next_push("message")
+            assert message["data"] == {"text": "hi bob"}
+            assert message["from"] == alice.welcome["user"]
+            assert message["offset"] == published["result"]["offset"]
+
+        bob.command("publish", channel="room-1", data="hello alice")
+        assert alice.next_push("message")["data"] == "hello alice"
+
+
+def test_unsubscribed_clients_get_nothing(server):
+    with server.client() as listener, server.client() as other, server.client() as publisher:
+        listener.command("subscribe", channel="quiet")
+        other.command("subscribe", channel="elsewhere")
+        listener.command("unsubscribe", channel="quiet")
+        publisher.command("publish", channel="quiet", data=1)
+        publisher.command("publish", channel="elsewhere", data=2)
+        assert other.next_push("message")["data"] == 2
+        assert listener.command("ping")["result"] == {"pong": True}
+        assert [frame for frame in listener.pushes if frame["type"] == "message"] == []
+
+
+def test_presence_counts_users_not_tabs(server):
+    alice_token = server.token("alice", info={"name": "Alice"})
+    with server.client(token=server.token("bob")) as bob:
+        bob.command("subscribe", channel="presence-room")
+        tab1 = server.client(token=alice_token)
+        tab1.command("subscribe", channel="presence-room")
+        assert bob.next_push("join") == {
+            "type": "join",
+            "channel": "presence-room",
+            "member": {"user": "alice", "info": {"name": "Alice"}},
+        }
+
+        tab2 = server.client(token=alice_token)
+        tab2.command("subscribe", channel="presence-room")
+        members = bob.command("presence", channel="presence-room")["result"]["members"]
+        assert sorted(member["user"] for member in members) == ["alice", "bob"]
+
+        tab1.close()
+        # Alice still has a tab open: no leave yet. A ping round trip proves nothing is pending.
+        bob.command("ping")
+        assert [frame for frame in bob.pushes if frame["type"] == "leave"] == []
+
+        tab2.close()
+        assert bob.next_push("leave")["member"]["user"] == "alice"
+        status, body = server.api("GET", "/api/channels/presence-room/presence")
+        assert status == 200 and [member["user"] for member in body["members"]] == ["bob"]
+
+
+def test_a_killed_client_leaves(server):
+    token = server.token("carol")
+    script = textwrap.dedent(f"""
+        import sys
+        from websockets.sync.client import connect
+        ws = connect("{server.ws_url}/ws?token={token}")
+        ws.recv()
+        ws.send('{{"type":"subscribe","channel":"doomed","id":1}}')
+        ws.recv()
+        print("subscribed", flush=True)
+        sys.stdin.read()
+    """)
+    with server.client(token=server.token("dave")) as dave:
+        dave.command("subscribe", channel="doomed")
+        child = subprocess.Popen(
+            [sys.executable, "-c", script], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert child.stdout.readline().strip() == "subscribed"
+        assert dave.next_push("join")["member"]["user"] == "carol"
+        child.send_signal(signal.SIGKILL)  # no close frame: the kernel resets the socket
+        child.wait()
+        assert dave.next_push("leave")["member"]["user"] == "carol"
+
+
+def test_recovery_after_reconnect_loses_and_repeats_nothing(server):
+    with server.client() as publisher:
+        reader = server.client()
+        subscribed = reader.command("subscribe", channel="feed")["result"]
+        for n in range(3):
+            publisher.command("publish", channel="feed", data=n)
+        seen = reader.messages(3)
+        last = seen[-1]["offset"]
+        reader.close()
+
+        for n in range(3, 8):
+            publisher.command("publish", channel="feed", data=n)
+
+        reader = server.client()
+        reply = reader.command("subscribe", channel="feed", since=last, epoch=subscribed["epoch"])
+        assert reply["result"]["recovered"] is True
+        publisher.command("publish", channel="feed", data=8)
+        replayed = reader.messages(6)
+        assert [message["data"] for message in replayed] == [3, 4, 5, 6, 7, 8]
+        offsets = [message["offset"] for message in replayed]
+        assert offsets == list(range(last + 1, last + 7))
+        reader.command("ping")
+        assert [frame for frame in reader.pushes if frame["type"] == "message"] == []
+        reader.close()
+
+
+def test_recovery_reports_a_gap(start_server):
+    server = start_server({"SWITCHBOARD_HISTORY_SIZE": "3"})
+    with server.client() as publisher, server.client() as reader:
+        for n in range(10):
+            publisher.command("publish", channel="short", data=n)
+        reply = reader.command("subscribe", channel="short", since=2)
+        assert reply["result"] == {
+            "channel": "short",
+            "epoch": reply["result"]["epoch"],
+            "offset": 10,
+            "recovered": False,
+        }
+        assert [message["data"] for message in reader.messages(3)] == [7, 8, 9]
+
+        stale = reader.command("subscribe", channel="other", since=0, epoch="from-before-a-restart")
+        assert stale["result"]["recovered"] is False
