@@ -10,14 +10,19 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+PRESENCE_PREFIX = "presence-"
+
 
 class Channel:
     """Subscribers (connections), members (users, counted per connection) and recent frames."""
 
-    __slots__ = ("name", "subscribers", "members", "history", "last_offset", "last_active")
+    __slots__ = ("name", "announces", "subscribers", "members", "history", "last_offset", "last_active")
 
     def __init__(self, name: str, history_size: int) -> None:
         self.name = name
+        # Members are tracked on every channel, but join/leave are pushed only on `presence-`
+        # channels: on a broadcast channel with N subscribers they would cost N^2 frames.
+        self.announces = name.startswith(PRESENCE_PREFIX)
         # Insertion-ordered, so fan-out follows subscription order; values unused.
         self.subscribers: dict[Any, None] = {}
         # user -> [number of this user's connections subscribed, the user's presence info]

@@ -144,7 +144,7 @@ class Hub:
             return
         conn.channels.add(name)
         channel.subscribers[conn] = None
-        if channel.add_member(conn.user, conn.info):
+        if channel.add_member(conn.user, conn.info) and channel.announces:
             self._broadcast(channel, commands.member_frame("join", name, {"user": conn.user, "info": conn.info}), conn)
 
     def _on_unsubscribe(self, conn: Connection, command: Command) -> None:
@@ -210,7 +210,7 @@ class Hub:
             return
         channel.subscribers.pop(conn, None)
         member = channel.remove_member(conn.user)
-        if member is not None:
+        if member is not None and channel.announces:
             self._broadcast(channel, commands.member_frame("leave", name, member), None)
 
     def _broadcast(self, channel: Channel, frame: bytes, skip: Connection | None) -> None:

@@ -76,13 +76,13 @@ def test_a_killed_client_leaves(server):
         from websockets.sync.client import connect
         ws = connect("{server.ws_url}/ws?token={token}")
         ws.recv()
-        ws.send('{{"type":"subscribe","channel":"doomed","id":1}}')
+        ws.send('{{"type":"subscribe","channel":"presence-doomed","id":1}}')
         ws.recv()
         print("subscribed", flush=True)
         sys.stdin.read()
     """)
     with server.client(token=server.token("dave")) as dave:
-        dave.command("subscribe", channel="doomed")
+        dave.command("subscribe", channel="presence-doomed")
         child = subprocess.Popen(
             [sys.executable, "-c", script], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
@@ -135,3 +135,12 @@ def test_recovery_reports_a_gap(start_server):
 
         stale = reader.command("subscribe", channel="other", since=0, epoch="from-before-a-restart")
         assert stale["result"]["recovered"] is False
+
+
+def test_plain_channels_track_members_without_announcing_them(server):
+    with server.client(token=server.token("gus")) as gus, server.client(token=server.token("hal")) as hal:
+        gus.command("subscribe", channel="broadcast-only")
+        hal.command("subscribe", channel="broadcast-only")
+        members = gus.command("presence", channel="broadcast-only")["result"]["members"]
+        assert sorted(member["user"] for member in members) == ["gus", "hal"]
+        assert [frame for frame in gus.pushes if frame["type"] in ("join", "leave")] == []
