@@ -199,7 +199,7 @@ class Connection:
         """Cut the TCP connection now; the reader wakes up and cleans up."""
         if self.closed:
             return
-        self.closed = True
+        self.closed = self.closing = True
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:

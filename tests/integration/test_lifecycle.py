@@ -103,3 +103,19 @@ def test_fragmented_messages_are_reassembled(server):
     assert next(frames) == (0xA, b"")
     assert next(frames) == (0x1, b"hello")
     raw.close()
+
+
+def test_silent_clients_are_pinged_then_cut(start_server):
+    server = start_server({"SWITCHBOARD_PING_INTERVAL": "1"})
+    with server.client(token=server.token("watcher")) as watcher:
+        watcher.command("subscribe", channel="presence-lobby")
+        silent = RawSocket(server.port, path=f"/ws?token={server.token('ghost')}")
+        silent.send_frame(b'{"type":"subscribe","channel":"presence-lobby","id":1}')
+        assert watcher.next_push("join")["member"]["user"] == "ghost"
+        # The silent client is pinged, never answers, and is cut; its presence ends with it.
+        opcodes = [opcode for opcode, _ in silent.frames(timeout=15)]
+        assert 0x9 in opcodes
+        assert watcher.next_push("leave", timeout=15)["member"]["user"] == "ghost"
+        # The watcher's library answered every ping, so it is still here.
+        assert watcher.command("ping")["result"] == {"pong": True}
+        silent.close()
