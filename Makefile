@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean browser-deps
 
 $(BIN)/activate: requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (or run: make PYTHON=python3 ...)"; exit 1; }
@@ -13,15 +13,32 @@ $(BIN)/activate: requirements.txt requirements-dev.txt
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
 
-# Install and start one worker on 127.0.0.1:$(PORT).
+# Install and start one worker on 127.0.0.1:$(PORT), with the demo page at / (never in production).
+# The demo mints tokens, so it needs a secret: a fresh one per run unless SWITCHBOARD_TOKEN_SECRET is set.
 run: $(BIN)/activate
-	PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+	PORT=$(PORT) SWITCHBOARD_DEMO=1 \
+	SWITCHBOARD_TOKEN_SECRET="$${SWITCHBOARD_TOKEN_SECRET:-$$($(BIN)/python -c 'import secrets; print(secrets.token_hex(32))')}" \
+	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
 # Install, lint and run every test against real Gunicorn servers.
-test: $(BIN)/activate
+test: $(BIN)/activate browser-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+# Chromium from Debian for the browser tests (Playwright's own browser downloads are not used),
+# and the `ws` package for the client's Node tests.
+browser-deps: node_modules/.package-lock.json
+	@command -v chromium >/dev/null || { \
+	  { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; } || { \
+	    echo "The browser tests need Chromium; installing it takes apt-get as root."; \
+	    echo "Run 'sudo apt-get install -y chromium' (or your system's chromium package), then make test again."; \
+	    exit 1; }; \
+	  apt-get update && apt-get install -y chromium; }
+
+node_modules/.package-lock.json: package.json package-lock.json
+	@command -v npm >/dev/null || { echo "The client tests need Node.js 20 and npm (apt-get install -y nodejs npm)."; exit 1; }
+	npm ci
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from flask import Flask
 
-from handlers import api, errors, pages, websocket
+from handlers import api, demo, errors, pages, websocket
 from hub import Config, Hub
 
 
@@ -18,11 +19,12 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
         config = Config.from_env()
     elif isinstance(config, Mapping):
         config = dataclasses.replace(Config.from_env(), **config)
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=Path(__file__).parent / "static")
     app.config["MAX_CONTENT_LENGTH"] = config.max_message_size
     app.extensions["switchboard"] = Hub(config)
     errors.register(app)
     app.register_blueprint(websocket.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(demo.bp)
     return app

@@ -31,6 +31,8 @@ class Config:
     allowed_origins: tuple[str, ...] = field(default_factory=tuple)
     # Seconds between server pings on a quiet connection; twice this without a byte closes it.
     ping_interval: float = 25.0
+    # Serve the demo page's token and history routes (never in production)
+    demo: bool = False
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Config:

@@ -32,8 +32,10 @@ def free_port() -> int:
 class Server:
     """A real `gunicorn -c gunicorn.conf.py wsgi:app` on a free port, with its log kept."""
 
-    def __init__(self, tmp_path: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
-        self.port = free_port()
+    def __init__(
+        self, tmp_path: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = (), port: int | None = None
+    ) -> None:
+        self.port = port or free_port()
         self.log_path = tmp_path / f"gunicorn-{self.port}.log"
         environment = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
         environment.update(
