@@ -13,9 +13,11 @@ bind = f"{os.environ.get('SWITCHBOARD_BIND_HOST', '127.0.0.1')}:{os.environ.get(
 # Every WebSocket is a greenlet; the gevent worker runs them all on one core per worker.
 worker_class = "gevent"
 
-# The in-process hub sees only its own worker's clients, so one worker is the default; more
-# need a broker that connects the workers (see on_starting below).
-workers = int(os.environ.get("SWITCHBOARD_WORKERS", "1"))
+# The in-process hub sees only its own worker's clients, so without Redis one worker is the
+# default and more are refused (see on_starting). With Redis, one worker per core.
+workers = int(
+    os.environ.get("SWITCHBOARD_WORKERS") or (os.cpu_count() or 1 if os.environ.get("SWITCHBOARD_REDIS_URL") else 1)
+)
 
 # Gunicorn's default of 1,000 makes the 1,001st client wait forever. Sockets leave Gunicorn's
 # pool once upgraded, so this bounds handshakes and HTTP requests in flight; the real ceiling on
@@ -41,10 +43,11 @@ preload_app = False
 
 def on_starting(server):
     """Refuse configurations that would silently split clients, and raise the file limit."""
-    if server.cfg.workers > 1:
+    if server.cfg.workers > 1 and not os.environ.get("SWITCHBOARD_REDIS_URL"):
         sys.exit(
             f"Switchboard: {server.cfg.workers} workers were asked for, but the in-process hub "
-            "cannot connect clients on different workers. Run one worker (SWITCHBOARD_WORKERS=1)."
+            "cannot connect clients on different workers. Run one worker (SWITCHBOARD_WORKERS=1), "
+            "or set SWITCHBOARD_REDIS_URL so the workers share a Redis broker."
         )
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:

@@ -82,9 +82,9 @@ def presence(channel: str):
 @bp.get("/channels/<channel>/history")
 def history(channel: str):
     hub = current_hub()
-    last, messages = hub.history(channel, since=_int_arg("since", 0), limit=_int_arg("limit", None))
+    epoch, last, messages = hub.history(channel, since=_int_arg("since", 0), limit=_int_arg("limit", None))
     # Messages are kept as the JSON they were sent as; splice them in rather than re-encode.
-    head = orjson.dumps({"channel": channel, "epoch": hub.epoch, "offset": last})[:-1]
+    head = orjson.dumps({"channel": channel, "epoch": epoch, "offset": last})[:-1]
     return Response(head + b',"messages":[' + b",".join(messages) + b"]}", mimetype="application/json")
 
 

@@ -49,9 +49,8 @@ def history(channel: str):
     raw = request.args.get("limit", "50")
     if not raw.isdigit():
         raise ProtocolError("bad_request", "limit must be a non-negative integer")
-    hub = current_hub()
-    last, messages = hub.history(channel)
+    epoch, last, messages = current_hub().history(channel)
     messages = messages[max(0, len(messages) - int(raw)) :]
     # Messages are kept as the JSON they were sent as; splice them in rather than re-encode.
-    head = orjson.dumps({"channel": channel, "epoch": hub.epoch, "offset": last})[:-1]
+    head = orjson.dumps({"channel": channel, "epoch": epoch, "offset": last})[:-1]
     return Response(head + b',"messages":[' + b",".join(messages) + b"]}", mimetype="application/json")

@@ -11,5 +11,11 @@ bp = Blueprint("pages", __name__)
 
 @bp.get("/healthz")
 def healthz():
+    """Ready (200) or degraded (503, with the reason): a balancer can route around a worker."""
     hub = current_hub()
-    return jsonify(status="ok", connections=len(hub.connections), epoch=hub.epoch)
+    problem = hub.broker.problem()
+    if problem is not None:
+        response = jsonify(status="degraded", reason=problem, connections=len(hub.connections))
+        response.status_code = 503
+        return response
+    return jsonify(status="ok", connections=len(hub.connections))

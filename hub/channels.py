@@ -1,55 +1,35 @@
-"""One channel's state: its subscribers, its presence members and its history ring.
+"""This worker's view of one channel: which of its connections subscribe, and which users they are.
 
-Plain data with no I/O. Offsets increase by one per publish and, with the hub's epoch, let a
-client that reconnects ask for exactly what it missed.
+Plain data with no I/O. Offsets and history live in the broker (in this process or in Redis);
+what is here is only what this worker needs to fan out and to notice a user's first and last tab.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 PRESENCE_PREFIX = "presence-"
 
 
 class Channel:
-    """Subscribers (connections), members (users, counted per connection) and recent frames."""
+    """Local subscribers, each live (None) or catching up (a backlog), and local member counts."""
 
-    __slots__ = ("name", "announces", "subscribers", "members", "history", "last_offset", "last_active")
+    __slots__ = ("name", "announces", "subscribers", "members")
 
-    def __init__(self, name: str, history_size: int) -> None:
+    def __init__(self, name: str) -> None:
         self.name = name
         # Members are tracked on every channel, but join/leave are pushed only on `presence-`
         # channels: on a broadcast channel with N subscribers they would cost N^2 frames.
         self.announces = name.startswith(PRESENCE_PREFIX)
-        # Insertion-ordered, so fan-out follows subscription order; values unused.
-        self.subscribers: dict[Any, None] = {}
-        # user -> [number of this user's connections subscribed, the user's presence info]
+        # Insertion-ordered, so fan-out follows subscription order. The value is None once the
+        # subscriber is live; while its history is being read it is a list collecting the
+        # (offset, frame) pairs that arrive meanwhile, so nothing falls in between.
+        self.subscribers: dict[Any, list | None] = {}
+        # user -> [number of this worker's connections of that user, the user's presence info]
         self.members: dict[str, list] = {}
-        self.history: deque[tuple[int, bytes]] = deque(maxlen=history_size)
-        self.last_offset = 0
-        self.last_active = 0.0
-
-    def append(self, build_frame: Callable[[int], bytes]) -> tuple[int, bytes]:
-        """Store the next message; the frame is built for its offset before the offset is taken."""
-        offset = self.last_offset + 1
-        frame = build_frame(offset)
-        self.last_offset = offset
-        if self.history.maxlen:
-            self.history.append((offset, frame))
-        return offset, frame
-
-    def since(self, offset: int) -> tuple[list[bytes], bool]:
-        """Frames after `offset` still held, and whether they reach back without a gap."""
-        if offset >= self.last_offset:
-            return [], offset == self.last_offset
-        oldest = self.history[0][0] if self.history else self.last_offset + 1
-        complete = offset + 1 >= oldest
-        return [frame for number, frame in self.history if number > offset], complete
 
     def add_member(self, user: str, info: Any) -> bool:
-        """Count one more connection of `user`; True when the user just joined."""
+        """Count one more connection of `user`; True when the user just arrived on this worker."""
         entry = self.members.get(user)
         if entry is None:
             self.members[user] = [1, info]
@@ -58,7 +38,7 @@ class Channel:
         return False
 
     def remove_member(self, user: str) -> dict | None:
-        """Count one connection of `user` less; the member dict when the user just left."""
+        """Count one connection of `user` less; the member dict when the user just left this worker."""
         entry = self.members.get(user)
         if entry is None:
             return None

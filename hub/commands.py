@@ -93,14 +93,20 @@ def welcome_frame(client_id: str, user: str, info: Any) -> bytes:
     return _frame({"type": "welcome", "client": client_id, "user": user, "info": info})
 
 
-def member_frame(kind: str, channel: str, member: dict) -> bytes:
-    return _frame({"type": kind, "channel": channel, "member": member})
+def member_payload(kind: str, channel: str, member: dict) -> bytes:
+    """The JSON of a join or leave push."""
+    return orjson.dumps({"type": kind, "channel": channel, "member": member})
 
 
-def message_frame(channel: str, offset: int, data: Any, sender: str | None) -> bytes:
-    """The one frame of a publish, shared by every subscriber and kept in history."""
+def message_parts(channel: str, data: Any, sender: str | None) -> tuple[bytes, bytes]:
+    """A message push as the JSON before and after its offset.
+
+    The broker that assigns the offset (this process, or a script inside Redis) joins
+    `head + offset + tail`, so a publish is encoded once for the whole cluster.
+    """
     try:
-        payload = orjson.dumps({"type": "message", "channel": channel, "offset": offset, "data": data, "from": sender})
+        tail = orjson.dumps({"data": data, "from": sender})
     except orjson.JSONEncodeError as exc:
         raise ProtocolError("bad_json", f"data cannot be encoded: {exc}") from None
-    return encode_frame(payload)
+    head = b'{"type":"message","channel":' + orjson.dumps(channel) + b',"offset":'
+    return head, b"," + tail[1:]

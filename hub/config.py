@@ -31,6 +31,10 @@ class Config:
     allowed_origins: tuple[str, ...] = field(default_factory=tuple)
     # Seconds between server pings on a quiet connection; twice this without a byte closes it.
     ping_interval: float = 25.0
+    # Redis URL (redis://host:port/db): set it to run several workers or machines as one server.
+    redis_url: str = ""
+    # Seconds after which a worker that stopped heartbeating is presumed dead and its members leave.
+    presence_ttl: float = 30.0
     # Serve the demo page's token and history routes (never in production)
     demo: bool = False
 

@@ -17,6 +17,7 @@ HTTP_STATUS = {
     "not_configured": 403,
     "not_found": 404,
     "too_large": 413,
+    "unavailable": 503,
 }
 
 

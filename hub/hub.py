@@ -1,8 +1,9 @@
-"""The hub: channels, fan-out, presence and history for the connections of one worker.
+"""The hub: channels, fan-out and presence for the connections of one worker.
 
 Everything a command can do happens here, in plain Python with no Flask and no socket: the
 handlers hand it connections and HTTP calls, and it answers by queueing frames on connections.
-A publish is encoded once and the same bytes go to every subscriber and into history.
+Offsets, history and cluster-wide presence belong to the broker (in-process or Redis); the broker
+hands every message back through `deliver`, where it is framed once for all local subscribers.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import gevent
 
 from hub import commands
 from hub.auth import Identity, TokenAuthority
+from hub.brokers import Broker, make_broker
 from hub.channels import Channel
 from hub.commands import Command, validate_channel
 from hub.config import Config
@@ -30,7 +32,6 @@ from hub.frames import (
     OP_TEXT,
     FrameParser,
     encode_frame,
-    frame_payload,
 )
 
 log = logging.getLogger("switchboard.hub")
@@ -41,10 +42,10 @@ _PING_FRAME = encode_frame(b"", OP_PING)
 class Hub:
     """One worker's engine. Create one per app; every method is called from greenlets of one thread."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, broker: Broker | None = None) -> None:
         self.config = config
-        # Changes on every start, so a client holding offsets from before knows they are void.
-        self.epoch = secrets.token_hex(4)
+        self.broker = broker if broker is not None else make_broker(config)
+        self.broker.attach(self)
         self.tokens = TokenAuthority(config.token_secret)
         self.channels: dict[str, Channel] = {}
         self.connections: dict[str, Connection] = {}
@@ -123,29 +124,43 @@ class Hub:
 
     def _on_subscribe(self, conn: Connection, command: Command) -> None:
         name = command.channel
-        channel = self._channel(name)
-        frames: list[bytes] = []
-        recovered = True
-        if command.since is not None:
-            if command.epoch is not None and command.epoch != self.epoch:
-                recovered = False
-            else:
-                frames, recovered = channel.since(command.since)
-        if name in conn.channels:
-            frames = []  # already live: everything since then has been delivered
-        result = {"channel": name, "epoch": self.epoch, "offset": channel.last_offset, "recovered": recovered}
-        # Reply, then the missed messages, then live ones: nothing yields in between, so there is
-        # no gap and no duplicate.
-        conn.enqueue(commands.reply_frame(command.id, result))
-        for frame in frames:
-            conn.enqueue(frame)
-        conn.flush()
-        if name in conn.channels:
+        channel = self.channels.get(name)
+        if channel is None:
+            channel = self.channels[name] = Channel(name)
+        if conn in channel.subscribers:
+            # Already live: everything since then has been delivered; just say where things stand.
+            history = self.broker.history(name, None)
+            result = {"channel": name, "epoch": history.epoch, "offset": history.offset, "recovered": True}
+            conn.send(commands.reply_frame(command.id, result))
             return
-        conn.channels.add(name)
+        # Subscribe first, read history second: messages arriving in between wait in the backlog.
+        backlog: list = []
+        channel.subscribers[conn] = backlog
+        try:
+            self.broker.listen(name)
+            history = self.broker.history(name, command.since)
+        except ProtocolError:
+            self._drop_subscriber(channel, conn)
+            raise
+        if channel.subscribers.get(conn) is not backlog:
+            return  # the connection went away while the broker answered
+        # Be a member (and counted) before the reply, so whoever hears the reply can see us.
+        if channel.add_member(conn.user, conn.info):
+            self.broker.join(name, {"user": conn.user, "info": conn.info}, conn.id)
+        self.broker.count(name, 1)
+        recovered = history.complete and (command.epoch is None or command.epoch == history.epoch)
+        if command.epoch is not None and command.epoch != history.epoch:
+            history.entries = []  # offsets of another epoch mean nothing here
+        result = {"channel": name, "epoch": history.epoch, "offset": history.offset, "recovered": recovered}
+        conn.enqueue(commands.reply_frame(command.id, result))
+        for _offset, payload in history.entries:
+            conn.enqueue(encode_frame(payload))
+        for offset, frame in backlog:
+            if offset > history.offset or offset == 0:
+                conn.enqueue(frame)
         channel.subscribers[conn] = None
-        if channel.add_member(conn.user, conn.info) and channel.announces:
-            self._broadcast(channel, commands.member_frame("join", name, {"user": conn.user, "info": conn.info}), conn)
+        conn.channels.add(name)
+        conn.flush()
 
     def _on_unsubscribe(self, conn: Connection, command: Command) -> None:
         if command.channel not in conn.channels:
@@ -168,31 +183,51 @@ class Hub:
     # -- the operations the HTTP API shares ------------------------------------------------
 
     def publish(self, name: str, data: Any, sender: str | None = None) -> int:
-        """Store and fan out one message; returns its offset. Never blocks on a subscriber."""
-        channel = self._channel(validate_channel(name))
-        offset, frame = channel.append(lambda number: commands.message_frame(name, number, data, sender))
-        channel.last_active = time.monotonic()
-        for conn in tuple(channel.subscribers):
-            conn.enqueue(frame)
-        return offset
+        """Store and fan out one message everywhere; returns its offset. Never blocks on a subscriber."""
+        head, tail = commands.message_parts(validate_channel(name), data, sender)
+        return self.broker.publish(name, head, tail)
+
+    def deliver(self, name: str, offset: int, payload: bytes) -> None:
+        """A message for local subscribers, from the broker: framed once, queued for each."""
+        channel = self.channels.get(name)
+        if channel is None:
+            return
+        frame = encode_frame(payload)
+        for conn, backlog in tuple(channel.subscribers.items()):
+            if backlog is None:
+                conn.enqueue(frame)
+            else:
+                backlog.append((offset, frame))
+
+    def announce(self, name: str, payload: bytes, skip: str) -> None:
+        """A join or leave, from the broker, for local subscribers of a presence- channel."""
+        channel = self.channels.get(name)
+        if channel is None or not channel.announces:
+            return
+        frame = encode_frame(payload)
+        for conn, backlog in tuple(channel.subscribers.items()):
+            if conn.id == skip:
+                continue
+            if backlog is None:
+                conn.enqueue(frame)
+            else:
+                backlog.append((0, frame))
 
     def presence(self, name: str) -> list[dict]:
-        channel = self.channels.get(validate_channel(name))
-        return channel.member_list() if channel else []
+        return self.broker.members(validate_channel(name))
 
-    def history(self, name: str, since: int = 0, limit: int | None = None) -> tuple[int, list[bytes]]:
-        """The last offset and the JSON of each held message after `since` (oldest first)."""
-        channel = self.channels.get(validate_channel(name))
-        if channel is None:
-            return 0, []
-        frames, _ = channel.since(since)
-        if limit is not None:
-            frames = frames[:limit]
-        return channel.last_offset, [frame_payload(frame) for frame in frames]
+    def history(self, name: str, since: int = 0, limit: int | None = None) -> tuple[str, int, list[bytes]]:
+        """The epoch, the last offset and the JSON of each held message after `since` (oldest first)."""
+        history = self.broker.history(validate_channel(name), since, limit)
+        return history.epoch, history.offset, [payload for _offset, payload in history.entries]
 
     def channel_counts(self) -> dict[str, int]:
-        """Channels with at least one subscriber here, and how many."""
-        return {name: len(channel.subscribers) for name, channel in self.channels.items() if channel.subscribers}
+        """Channels with at least one subscriber, and how many, across every worker."""
+        return self.broker.channel_counts()
+
+    def local_channel_counts(self) -> dict[str, int]:
+        """Channels with at least one subscriber on this worker, and how many."""
+        return {name: len(channel.subscribers) for name, channel in self.channels.items()}
 
     # -- internals -------------------------------------------------------------------------
 
@@ -206,27 +241,30 @@ class Hub:
     def _unsubscribe(self, conn: Connection, name: str) -> None:
         conn.channels.discard(name)
         channel = self.channels.get(name)
-        if channel is None:
+        if channel is None or conn not in channel.subscribers:
             return
-        channel.subscribers.pop(conn, None)
         member = channel.remove_member(conn.user)
-        if member is not None and channel.announces:
-            self._broadcast(channel, commands.member_frame("leave", name, member), None)
+        self._drop_subscriber(channel, conn)
+        self.broker.count(name, -1)
+        if member is not None:
+            self.broker.leave(name, member)
 
-    def _broadcast(self, channel: Channel, frame: bytes, skip: Connection | None) -> None:
-        for conn in tuple(channel.subscribers):
-            if conn is not skip:
-                conn.enqueue(frame)
+    def _drop_subscriber(self, channel: Channel, conn: Connection) -> None:
+        """Forget a subscriber; the last one out tells the broker and drops the channel here."""
+        del channel.subscribers[conn]
+        if not channel.subscribers:
+            del self.channels[channel.name]
+            self.broker.unlisten(channel.name)
 
     def _start_maintenance(self) -> None:
         if self._maintenance is None:
             self._maintenance = gevent.spawn(self._maintain)
 
     def _maintain(self) -> None:
-        """Every few seconds: ping quiet sockets, cut dead ones, drop idle channels."""
+        """Every few seconds: ping quiet sockets, cut dead ones, let the broker do its upkeep."""
         interval = self.config.ping_interval
         while True:
-            gevent.sleep(min(interval / 2, 5.0))
+            gevent.sleep(min(interval / 2, self.config.presence_ttl / 3, 5.0))
             now = time.monotonic()
             for conn in tuple(self.connections.values()):
                 quiet = now - conn.last_seen
@@ -235,9 +273,7 @@ class Hub:
                     conn.abort()
                 elif quiet > interval:
                     conn.enqueue(_PING_FRAME)
-            for name, channel in tuple(self.channels.items()):
-                if not channel.subscribers and now - channel.last_active > self.config.history_ttl:
-                    del self.channels[name]
+            self.broker.maintain()
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Close every connection with 1001 and wait (up to `timeout`) for the handshakes."""
@@ -251,3 +287,4 @@ class Hub:
         for conn in connections:
             if not conn.wait_closed(max(0.0, deadline - time.monotonic())):
                 conn.abort()
+        self.broker.close()

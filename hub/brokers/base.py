@@ -1,0 +1,81 @@
+"""The broker interface, and the types every broker shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from hub.errors import ProtocolError
+
+if TYPE_CHECKING:
+    from hub.hub import Hub
+
+
+class BrokerUnavailable(ProtocolError):
+    """The broker cannot be reached: nothing was published or read; the client may retry."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("unavailable", f"message broker unavailable, try again: {reason}")
+
+
+@dataclass
+class History:
+    """Where a channel stands, and (when asked for) the messages after an offset.
+
+    `complete` is False when history no longer reaches back to the offset asked for.
+    """
+
+    epoch: str
+    offset: int
+    entries: list[tuple[int, bytes]] = field(default_factory=list)
+    complete: bool = True
+
+
+def reaches_back(since: int, last: int, entries: list[tuple[int, bytes]]) -> bool:
+    """Whether `entries` (what is held after `since`) cover everything after `since` up to `last`."""
+    if since >= last:
+        return since == last
+    return bool(entries) and entries[0][0] == since + 1
+
+
+class Broker(Protocol):
+    """What the hub needs from a broker. Delivery comes back through `hub.deliver` and `hub.announce`."""
+
+    def attach(self, hub: Hub) -> None:
+        """Remember the hub to deliver to."""
+
+    def publish(self, channel: str, head: bytes, tail: bytes) -> int:
+        """Assign the next offset, store `head + offset + tail` in history, deliver it everywhere."""
+
+    def history(self, channel: str, since: int | None, limit: int | None = None) -> History:
+        """The channel's epoch and last offset, and with `since`, the messages held after it."""
+
+    def listen(self, channel: str) -> None:
+        """This worker has subscribers on `channel`: start receiving its messages (blocks until live)."""
+
+    def unlisten(self, channel: str) -> None:
+        """This worker has no subscribers left on `channel`."""
+
+    def join(self, channel: str, member: dict, skip: str) -> None:
+        """A user's first connection on this worker joined; announce if it is new cluster-wide."""
+
+    def leave(self, channel: str, member: dict) -> None:
+        """A user's last connection on this worker left; announce if it was the last anywhere."""
+
+    def count(self, channel: str, delta: int) -> None:
+        """A subscriber more (1) or fewer (-1) on this worker, for `channel_counts`."""
+
+    def channel_counts(self) -> dict[str, int]:
+        """Subscribers per channel across every worker (channels with none are left out)."""
+
+    def members(self, channel: str) -> list[dict]:
+        """Every member of the channel, whichever worker their connections are on."""
+
+    def maintain(self) -> None:
+        """Periodic upkeep (expiry, heartbeats); called by the hub every few seconds."""
+
+    def problem(self) -> str | None:
+        """Why the broker is not working right now, or None when it is."""
+
+    def close(self) -> None:
+        """Let go of the broker's resources at shutdown."""

@@ -1,0 +1,376 @@
+"""The Redis broker: one server out of many workers on many machines.
+
+- Offsets and history: a Lua script assigns the channel's next offset, appends the message to a
+  capped Stream and PUBLISHes it in one step, so every worker sees one channel's messages in
+  offset order and recovery works whichever worker a client reconnects to.
+- Fan-out: each worker SUBSCRIBEs only to channels it has local subscribers for; the message is
+  JSON-encoded once for the cluster and framed once per worker (`Hub.deliver`).
+- Presence: each user on a channel counts the workers holding it; a worker heartbeats, and when
+  one stops for `presence_ttl` seconds any other worker removes its members (pushing `leave`).
+  This is eventually consistent, as in Centrifugo: a dead worker's members linger up to the TTL.
+- Failures: a lost connection marks the broker unavailable (`problem()`, shown on /healthz);
+  the listener reconnects with backoff and jitter, resubscribes, and re-registers this worker's
+  members; publishes meanwhile fail with `unavailable` rather than vanish.
+
+Keys (all prefixed `sb:`): `{C}:m` hash (epoch, offset), `{C}:s` stream (history), `{C}:u` hash
+(user -> workers holding it), `{C}:i` hash (user -> info JSON), `w:<id>` set (the channel\0user
+a worker holds), `n:<id>` hash (a worker's subscribers per channel), `workers` sorted set (worker ->
+last heartbeat). Pub/sub channel: `sb:{C}`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from typing import TYPE_CHECKING
+
+import gevent
+import orjson
+from gevent.event import Event
+
+from hub.brokers.base import BrokerUnavailable, History, reaches_back
+from hub.config import Config
+
+try:
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+except ImportError as exc:  # depends on the install
+    raise ImportError("SWITCHBOARD_REDIS_URL is set but redis-py is missing: pip install -r requirements.txt") from exc
+
+if TYPE_CHECKING:
+    from hub.hub import Hub
+
+log = logging.getLogger("switchboard.redis")
+
+_FAILURES = (redis.ConnectionError, redis.TimeoutError, OSError)
+_CONTROL = "sb:control"
+_CONNECTING = "connecting to redis"  # subscribed always, so the listener has a connection even with no channels
+
+# KEYS: meta, stream, pubsub channel. ARGV: head, tail, history size, epoch if new, ttl seconds.
+_PUBLISH = """
+local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
+redis.call('HSETNX', KEYS[1], 'epoch', ARGV[4])
+local payload = ARGV[1] .. offset .. ARGV[2]
+if tonumber(ARGV[3]) > 0 then
+  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], offset .. '-0', 'd', payload)
+  redis.call('EXPIRE', KEYS[2], ARGV[5])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('PUBLISH', KEYS[3], 'm' .. offset .. ' ' .. payload)
+return offset
+"""
+
+# KEYS: users, infos, worker set, pubsub channel. ARGV: user, info JSON, held entry, join JSON, skip.
+_JOIN = """
+if redis.call('SADD', KEYS[3], ARGV[3]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+if redis.call('HINCRBY', KEYS[1], ARGV[1], 1) == 1 then
+  redis.call('PUBLISH', KEYS[4], 'p' .. ARGV[5] .. ' ' .. ARGV[4])
+  return 1
+end
+return 0
+"""
+
+# KEYS: users, infos, worker set, pubsub channel. ARGV: user, held entry, leave JSON.
+_LEAVE = """
+if redis.call('SREM', KEYS[3], ARGV[2]) == 0 then return 0 end
+if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  redis.call('PUBLISH', KEYS[4], 'p ' .. ARGV[3])
+  return 1
+end
+return 0
+"""
+
+# KEYS: workers, the dead worker's set and counts. ARGV: worker id. Only the first reaper gets past ZREM.
+_REAP = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+local held = redis.call('SMEMBERS', KEYS[2])
+for _, entry in ipairs(held) do
+  local sep = string.find(entry, '\\0', 1, true)
+  local channel = string.sub(entry, 1, sep - 1)
+  local user = string.sub(entry, sep + 1)
+  local users = 'sb:{' .. channel .. '}:u'
+  local infos = 'sb:{' .. channel .. '}:i'
+  if redis.call('HINCRBY', users, user, -1) <= 0 then
+    local info = redis.call('HGET', infos, user) or 'null'
+    redis.call('HDEL', users, user)
+    redis.call('HDEL', infos, user)
+    local leave = '{"type":"leave","channel":' .. cjson.encode(channel) ..
+      ',"member":{"user":' .. cjson.encode(user) .. ',"info":' .. info .. '}}'
+    redis.call('PUBLISH', 'sb:{' .. channel .. '}', 'p ' .. leave)
+  end
+end
+redis.call('DEL', KEYS[2], KEYS[3])
+return #held + 1
+"""
+
+
+def _key(channel: str, part: str) -> str:
+    return f"sb:{{{channel}}}:{part}"
+
+
+def _pubsub_channel(channel: str) -> str:
+    return f"sb:{{{channel}}}"
+
+
+class RedisBroker:
+    """A broker shared by every worker that points at the same Redis."""
+
+    def __init__(self, config: Config) -> None:
+        self._history_size = config.history_size
+        self._history_ttl = max(1, int(config.history_ttl))
+        self._presence_ttl = config.presence_ttl
+        self.worker = os.urandom(6).hex()
+        # Fail fast: a publish during an outage should be refused now, not after long retries.
+        # A PING on connections idle for 10 s finds a Redis that went away without a word.
+        self.redis = redis.Redis.from_url(
+            config.redis_url,
+            socket_timeout=5,
+            socket_connect_timeout=2,
+            health_check_interval=10,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._publish = self.redis.register_script(_PUBLISH)
+        self._join = self.redis.register_script(_JOIN)
+        self._leave = self.redis.register_script(_LEAVE)
+        self._reap = self.redis.register_script(_REAP)
+        self._hub: Hub | None = None
+        self._wanted: dict[str, Event] = {}  # channels with local subscribers -> set once live
+        self._pubsub: redis.client.PubSub | None = None
+        self._listener: gevent.Greenlet | None = None
+        self._problem: str | None = _CONNECTING
+        self._last_heartbeat = 0.0
+        self._closed = False
+
+    def attach(self, hub: Hub) -> None:
+        self._hub = hub
+
+    # -- publishing and history ------------------------------------------------------------
+
+    def publish(self, channel: str, head: bytes, tail: bytes) -> int:
+        self._start()
+        keys = [_key(channel, "m"), _key(channel, "s"), _pubsub_channel(channel)]
+        args = [head, tail, self._history_size, os.urandom(4).hex(), self._history_ttl]
+        try:
+            return int(self._publish(keys=keys, args=args))
+        except _FAILURES as exc:
+            self._note_failure(exc)
+            raise BrokerUnavailable(str(exc)) from None
+
+    def history(self, channel: str, since: int | None, limit: int | None = None) -> History:
+        try:
+            meta = _key(channel, "m")
+            pipe = self.redis.pipeline(transaction=True)
+            # A channel read before its first publish gets its epoch now, or the first publish
+            # would change it under the subscriber and void its offsets.
+            pipe.hsetnx(meta, "epoch", os.urandom(4).hex())
+            pipe.expire(meta, self._history_ttl)
+            pipe.hmget(meta, "epoch", "offset")
+            if since is not None:
+                pipe.xrange(_key(channel, "s"), min=f"{since + 1}-0", max="+", count=limit)
+            results = pipe.execute()
+        except _FAILURES as exc:
+            self._note_failure(exc)
+            raise BrokerUnavailable(str(exc)) from None
+        epoch, last = results[2]
+        epoch, last = epoch.decode(), int(last or 0)
+        if since is None:
+            return History(epoch, last)
+        entries = [(int(entry_id.split(b"-", 1)[0]), fields[b"d"]) for entry_id, fields in results[3]]
+        return History(epoch, last, entries, reaches_back(since, last, entries))
+
+    # -- fan-out across workers ------------------------------------------------------------
+
+    def listen(self, channel: str) -> None:
+        self._start()
+        live = self._wanted.get(channel)
+        if live is None:
+            live = self._wanted[channel] = Event()
+            self._send_subscription("subscribe", channel)
+        if not live.wait(timeout=5):
+            raise BrokerUnavailable(self._problem or "no answer to SUBSCRIBE")
+
+    def unlisten(self, channel: str) -> None:
+        if self._wanted.pop(channel, None) is not None:
+            self._send_subscription("unsubscribe", channel)
+
+    def _send_subscription(self, command: str, channel: str) -> None:
+        # Only sends: the listener greenlet reads the confirmation. If the connection is down,
+        # the listener resubscribes everything in `_wanted` when it is back.
+        pubsub = self._pubsub
+        if pubsub is None:
+            return
+        try:
+            getattr(pubsub, command)(_pubsub_channel(channel))
+        except _FAILURES as exc:
+            self._note_failure(exc)
+
+    def _start(self) -> None:
+        if self._listener is None and not self._closed:
+            self._listener = gevent.spawn(self._listen_forever)
+
+    def _listen_forever(self) -> None:
+        """Read pub/sub until closed; on any failure reconnect with backoff and jitter."""
+        backoff = 0.1
+        while not self._closed:
+            pubsub = self.redis.pubsub()
+            try:
+                pubsub.subscribe(_CONTROL, *(_pubsub_channel(name) for name in self._wanted))
+                self._pubsub = pubsub
+                if self._problem is not None:
+                    self._recover()
+                backoff = 0.1
+                while not self._closed:
+                    message = pubsub.get_message(timeout=1.0)
+                    if message is not None:
+                        self._on_pubsub(message)
+            except _FAILURES as exc:
+                self._note_failure(exc)
+                for live in self._wanted.values():
+                    live.clear()
+                self._pubsub = None
+                try:
+                    pubsub.close()
+                except _FAILURES:
+                    pass
+                gevent.sleep(backoff * (0.5 + random.random()))
+                backoff = min(backoff * 2, 5.0)
+
+    def _on_pubsub(self, message: dict) -> None:
+        kind = message["type"]
+        name = message["channel"].decode()
+        if kind == "subscribe":
+            live = self._wanted.get(name[4:-1]) if name != _CONTROL else None
+            if live is not None:
+                live.set()
+            return
+        if kind != "message" or name == _CONTROL:
+            return
+        channel = name[4:-1]
+        data: bytes = message["data"]
+        head, _, payload = data.partition(b" ")
+        if head[:1] == b"m":
+            self._hub.deliver(channel, int(head[1:]), payload)
+        else:
+            self._hub.announce(channel, payload, head[1:].decode())
+
+    def _recover(self) -> None:
+        """Back after a failure: tell /healthz, and re-register members this worker holds."""
+        was = self._problem
+        self._problem = None
+        if was != _CONNECTING:
+            log.info("redis is reachable again (was: %s)", was)
+            self._hub.counters["broker_reconnects"] += 1
+        self._heartbeat()
+
+    def _note_failure(self, exc: Exception) -> None:
+        if self._problem is None:
+            log.warning("redis unavailable: %s", exc)
+        self._problem = f"redis: {exc}"
+
+    # -- presence across workers -----------------------------------------------------------
+
+    def join(self, channel: str, member: dict, skip: str) -> None:
+        self._register(channel, member, skip)
+
+    def _register(self, channel: str, member: dict, skip: str) -> None:
+        user = member["user"]
+        payload = orjson.dumps({"type": "join", "channel": channel, "member": member})
+        keys = [_key(channel, "u"), _key(channel, "i"), f"sb:w:{self.worker}", _pubsub_channel(channel)]
+        try:
+            self._join(keys=keys, args=[user, orjson.dumps(member["info"]), f"{channel}\0{user}", payload, skip])
+        except _FAILURES as exc:
+            self._note_failure(exc)  # re-registered by the heartbeat once Redis is back
+
+    def leave(self, channel: str, member: dict) -> None:
+        user = member["user"]
+        payload = orjson.dumps({"type": "leave", "channel": channel, "member": member})
+        keys = [_key(channel, "u"), _key(channel, "i"), f"sb:w:{self.worker}", _pubsub_channel(channel)]
+        try:
+            self._leave(keys=keys, args=[user, f"{channel}\0{user}", payload])
+        except _FAILURES as exc:
+            self._note_failure(exc)
+
+    def count(self, channel: str, delta: int) -> None:
+        try:
+            if self.redis.hincrby(f"sb:n:{self.worker}", channel, delta) <= 0:
+                self.redis.hdel(f"sb:n:{self.worker}", channel)
+        except _FAILURES as exc:
+            self._note_failure(exc)  # rewritten whole by the heartbeat once Redis is back
+
+    def channel_counts(self) -> dict[str, int]:
+        try:
+            workers = self.redis.zrange("sb:workers", 0, -1)
+            pipe = self.redis.pipeline(transaction=False)
+            for worker in workers:
+                pipe.hgetall(f"sb:n:{worker.decode()}")
+            totals: dict[str, int] = {}
+            for counts in pipe.execute():
+                for name, count in counts.items():
+                    totals[name.decode()] = totals.get(name.decode(), 0) + int(count)
+        except _FAILURES as exc:
+            self._note_failure(exc)
+            raise BrokerUnavailable(str(exc)) from None
+        return {name: count for name, count in totals.items() if count > 0}
+
+    def members(self, channel: str) -> list[dict]:
+        try:
+            infos = self.redis.hgetall(_key(channel, "i"))
+        except _FAILURES as exc:
+            self._note_failure(exc)
+            raise BrokerUnavailable(str(exc)) from None
+        return [{"user": user.decode(), "info": orjson.loads(info)} for user, info in infos.items()]
+
+    def maintain(self) -> None:
+        """Heartbeat every third of the TTL, and remove the members of workers that stopped."""
+        if time.monotonic() - self._last_heartbeat >= self._presence_ttl / 3:
+            self._heartbeat()
+
+    def _heartbeat(self) -> None:
+        self._start()
+        now = time.time()
+        try:
+            # Channels with subscribers here keep their epoch and offsets however quiet they are.
+            pipe = self.redis.pipeline(transaction=False)
+            for name in self._wanted:
+                pipe.expire(_key(name, "m"), self._history_ttl)
+            pipe.execute()
+            if self.redis.zadd("sb:workers", {self.worker: now}):
+                # We were not registered: Redis lost its data, or presumed us dead and removed
+                # our members. Register everyone this worker holds again.
+                counts = self._hub.local_channel_counts()
+                self.redis.delete(f"sb:n:{self.worker}")
+                if counts:
+                    self.redis.hset(f"sb:n:{self.worker}", mapping=counts)
+                for name, channel in tuple(self._hub.channels.items()):
+                    for user, (_count, info) in tuple(channel.members.items()):
+                        self._register(name, {"user": user, "info": info}, "")
+            for worker in self.redis.zrangebyscore("sb:workers", "-inf", now - self._presence_ttl):
+                worker = worker.decode()
+                if self._reap(keys=["sb:workers", f"sb:w:{worker}", f"sb:n:{worker}"], args=[worker]):
+                    log.info("removed the members of worker %s: no heartbeat for %.0f s", worker, self._presence_ttl)
+            self._last_heartbeat = time.monotonic()
+        except _FAILURES as exc:
+            self._note_failure(exc)
+
+    # -- health and shutdown ---------------------------------------------------------------
+
+    def problem(self) -> str | None:
+        self._start()
+        return self._problem
+
+    def close(self) -> None:
+        """Leave the cluster cleanly: members were already removed as connections closed."""
+        self._closed = True
+        try:
+            self.redis.zrem("sb:workers", self.worker)
+            self.redis.delete(f"sb:w:{self.worker}", f"sb:n:{self.worker}")
+        except _FAILURES:
+            pass
+        if self._listener is not None:
+            self._listener.kill(block=False)
