@@ -13,6 +13,7 @@ from flask import Blueprint, Response, request
 
 from handlers import current_hub
 from hub import ProtocolError
+from hub.commands import validate_channel
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -90,14 +91,28 @@ def history(channel: str):
 
 @bp.post("/tokens")
 def tokens():
+    """Mint a connection token, or with "channel", a subscription token for that one channel."""
     body = _body()
-    user = body.get("user")
-    ttl = body.get("ttl", 3600)
+    user, ttl, channel = body.get("user"), body.get("ttl", 3600), body.get("channel")
     if not isinstance(user, str) or not user:
         raise ProtocolError("bad_request", '"user" must be a non-empty string')
     if not isinstance(ttl, (int, float)) or isinstance(ttl, bool) or ttl <= 0:
         raise ProtocolError("bad_request", '"ttl" must be a positive number of seconds')
-    token, expires = current_hub().tokens.mint(user, body.get("info"), ttl)
+    hub = current_hub()
+    if channel is not None:
+        validate_channel(channel)
+        token, expires = hub.tokens.mint(user, ttl, channel=channel, publish=body.get("publish") is True)
+    else:
+        claims = {name: body.get(name) for name in ("info", "channels", "publish")}
+        for name in ("channels", "publish"):
+            value = claims[name]
+            if (
+                value is not None
+                and value is not True
+                and not (isinstance(value, list) and all(isinstance(v, str) for v in value))
+            ):
+                raise ProtocolError("bad_request", f'"{name}" must be a list of channel names or patterns')
+        token, expires = hub.tokens.mint(user, ttl, **claims)
     return _json({"token": token, "user": user, "expires": expires})
 
 

@@ -4,8 +4,9 @@ The handshake is answered here, on the socket Gunicorn's gevent worker hands the
 socket is then given to the hub to run in a greenlet of its own; the request greenlet and its Flask
 context end at once, so an idle connection costs one parked greenlet and its buffers, not two
 greenlets and a request context. Refusals (bad handshake, foreign Origin) are plain HTTP errors
-before the upgrade; a bad token is answered after it, with an `unauthorized` error and close 1008,
-because browsers cannot read the body of a refused handshake.
+before the upgrade, as are connections over a limit (503, 429); a bad or missing token is answered
+after it, with an `unauthorized` error and close 1008, because browsers cannot read the body of a
+refused handshake.
 """
 
 from __future__ import annotations
@@ -46,11 +47,14 @@ def websocket():
     hub = current_hub()
     token = request.args.get("token")
     identity, refusal = ANONYMOUS, None
-    if token is not None:
-        try:
+    try:
+        if token is not None:
             identity = hub.tokens.verify(token)
-        except ProtocolError as error:
-            refusal = error
+        hub.admit(identity, request.remote_addr or "")
+    except ProtocolError as error:
+        if error.code != "unauthorized":  # limits: refused before the upgrade, with a status
+            return error_response(error.code, error.message, error.http_status)
+        refusal = error
     if refusal is not None:
         return _upgrade(lambda conn: hub.refuse(conn, refusal), identity)
     return _upgrade(hub.serve, identity)

@@ -1,7 +1,10 @@
-"""Connection tokens: HS256 JWTs whose `sub` is the user and `info` is shown in presence.
+"""Tokens: HS256 JWTs for connections (who you are, what you may do) and for single channels.
 
-Minting is for trusted back ends (the HTTP API); verifying happens once per handshake. A token is
-a credential: nothing here logs it.
+Connection token claims: `sub` (the user), `info` (shown in presence), `exp`, and optionally
+`channels` (names or `*` patterns of private-/presence- channels it may subscribe to) and `publish`
+(patterns it may publish on, or `true` for the same as `channels`). A subscription token grants one
+channel to one user: claims `sub`, `channel`, `publish` (bool), `exp`. Minting is for trusted back
+ends (the HTTP API); a token is a credential, and nothing here logs one.
 """
 
 from __future__ import annotations
@@ -12,22 +15,37 @@ from typing import Any
 
 import jwt
 
+from hub.access import Grants
 from hub.errors import ProtocolError
 
 
 @dataclass(frozen=True)
 class Identity:
-    """Who a connection is: `user` is None for an anonymous connection."""
+    """Who a connection is (`user` None: anonymous), what it may do, and until when."""
 
     user: str | None = None
     info: Any = None
+    channels: tuple[str, ...] = ()
+    publish: tuple[str, ...] = ()
+    expires: float | None = None
+
+    def grants(self) -> Grants:
+        return Grants(self.channels, self.publish)
 
 
 ANONYMOUS = Identity()
 
 
+def _patterns(value: Any, name: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ProtocolError("unauthorized", f'invalid token: "{name}" must be a list of channel names or patterns')
+    return tuple(value)
+
+
 class TokenAuthority:
-    """Mints and verifies connection tokens with one shared secret."""
+    """Mints and verifies tokens with one shared secret."""
 
     def __init__(self, secret: str) -> None:
         self._secret = secret
@@ -36,17 +54,14 @@ class TokenAuthority:
         if not self._secret:
             raise ProtocolError("not_configured", "tokens are off: set SWITCHBOARD_TOKEN_SECRET to enable them")
 
-    def mint(self, user: str, info: Any = None, ttl: float = 3600) -> tuple[str, int]:
-        """A token for `user`, and the Unix time it expires."""
+    def mint(self, user: str, ttl: float = 3600, **claims: Any) -> tuple[str, int]:
+        """A token for `user` with extra claims (info, channels, publish, channel), and its expiry."""
         self._require_secret()
         expires = int(time.time() + ttl)
-        claims = {"sub": user, "exp": expires}
-        if info is not None:
-            claims["info"] = info
-        return jwt.encode(claims, self._secret, algorithm="HS256"), expires
+        payload = {"sub": user, "exp": expires, **{k: v for k, v in claims.items() if v is not None}}
+        return jwt.encode(payload, self._secret, algorithm="HS256"), expires
 
-    def verify(self, token: str) -> Identity:
-        """The identity a token proves; `unauthorized` when it is forged, expired or malformed."""
+    def _decode(self, token: str) -> dict:
         if not self._secret:
             raise ProtocolError("unauthorized", "this server accepts no tokens (SWITCHBOARD_TOKEN_SECRET is not set)")
         try:
@@ -57,4 +72,19 @@ class TokenAuthority:
             raise ProtocolError("unauthorized", f"invalid token: {exc}") from None
         if not isinstance(claims["sub"], str) or not claims["sub"]:
             raise ProtocolError("unauthorized", 'invalid token: "sub" must be a non-empty string')
-        return Identity(user=claims["sub"], info=claims.get("info"))
+        return claims
+
+    def verify(self, token: str) -> Identity:
+        """The identity a connection token proves; `unauthorized` when forged, expired or malformed."""
+        claims = self._decode(token)
+        channels = _patterns(claims.get("channels"), "channels")
+        publish = claims.get("publish")
+        publish = channels if publish is True else _patterns(publish or None, "publish")
+        return Identity(claims["sub"], claims.get("info"), channels, publish, claims.get("exp"))
+
+    def verify_subscription(self, token: str, user: str, channel: str) -> bool:
+        """Check a subscription token for `channel` held by `user`; returns whether it grants publishing."""
+        claims = self._decode(token)
+        if claims["sub"] != user or claims.get("channel") != channel:
+            raise ProtocolError("forbidden", f"this subscription token is not for {user!r} on {channel!r}")
+        return claims.get("publish") is True

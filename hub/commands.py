@@ -18,21 +18,32 @@ from hub.frames import encode_frame
 # Letters, digits and a few separators; the prefixes of issue "channel kinds" (private-, presence-)
 # fit. Bounded so a name can never be used to make the server hold large keys.
 CHANNEL_PATTERN = re.compile(r"[A-Za-z0-9_\-=@,.;:]{1,128}")
-COMMAND_TYPES = ("subscribe", "unsubscribe", "publish", "presence", "ping")
+COMMAND_TYPES = ("subscribe", "unsubscribe", "publish", "presence", "ping", "refresh")
 
 
 class Command:
-    """A validated client command. `since`/`epoch` only for subscribe, `data` only for publish."""
+    """A validated client command. `since`/`epoch` only for subscribe, `data` only for publish,
+    `token` for refresh and for a subscription token on subscribe."""
 
-    __slots__ = ("type", "id", "channel", "data", "since", "epoch")
+    __slots__ = ("type", "id", "channel", "data", "since", "epoch", "token")
 
-    def __init__(self, type: str, id: Any, channel: str | None, data: Any, since: int | None, epoch: str | None):
+    def __init__(
+        self,
+        type: str,
+        id: Any,
+        channel: str | None,
+        data: Any = None,
+        since: int | None = None,
+        epoch: str | None = None,
+        token: str | None = None,
+    ):
         self.type = type
         self.id = id
         self.channel = channel
         self.data = data
         self.since = since
         self.epoch = epoch
+        self.token = token
 
 
 def validate_channel(channel: Any) -> str:
@@ -62,7 +73,10 @@ def parse_command(payload: bytes | str) -> Command:
             raise ProtocolError(
                 "bad_command", f"unknown command type {kind!r}; expected one of {', '.join(COMMAND_TYPES)}"
             )
-        channel = None if kind == "ping" else validate_channel(message.get("channel"))
+        channel = None if kind in ("ping", "refresh") else validate_channel(message.get("channel"))
+        token = message.get("token")
+        if (token is not None or kind == "refresh") and not isinstance(token, str):
+            raise ProtocolError("bad_command", '"token" must be a string')
         since = message.get("since")
         if since is not None and (not isinstance(since, int) or isinstance(since, bool) or since < 0):
             raise ProtocolError("bad_command", '"since" must be a non-negative integer offset')
@@ -74,7 +88,7 @@ def parse_command(payload: bytes | str) -> Command:
     except ProtocolError as error:
         error.id = command_id
         raise
-    return Command(kind, command_id, channel, message.get("data"), since, epoch)
+    return Command(kind, command_id, channel, message.get("data"), since, epoch, token)
 
 
 def _frame(value: dict) -> bytes:
@@ -91,6 +105,10 @@ def error_frame(command_id: Any, code: str, message: str) -> bytes:
 
 def welcome_frame(client_id: str, user: str, info: Any) -> bytes:
     return _frame({"type": "welcome", "client": client_id, "user": user, "info": info})
+
+
+def token_expiring_frame(expires: float) -> bytes:
+    return _frame({"type": "token_expiring", "expires": expires})
 
 
 def member_payload(kind: str, channel: str, member: dict) -> bytes:

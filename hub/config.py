@@ -31,6 +31,20 @@ class Config:
     allowed_origins: tuple[str, ...] = field(default_factory=tuple)
     # Seconds between server pings on a quiet connection; twice this without a byte closes it.
     ping_interval: float = 25.0
+    # Whether connections without a token are accepted (as anonymous users).
+    allow_anonymous: bool = True
+    # Whether clients may publish on public channels (protected ones always need a grant).
+    client_publish: bool = True
+    # Channels one connection may subscribe to at once.
+    max_subscriptions: int = 128
+    # Messages and bytes per second one connection may send (a token bucket); 0 turns it off.
+    rate_messages: float = 100.0
+    rate_bytes: int = 1 << 20
+    # Open WebSockets per worker, and per client address (0: no per-address limit).
+    max_connections: int = 20000
+    max_connections_per_address: int = 0
+    # Seconds before a connection token expires when the client is told to refresh it.
+    token_warning: float = 60.0
     # Redis URL (redis://host:port/db): set it to run several workers or machines as one server.
     redis_url: str = ""
     # Seconds after which a worker that stopped heartbeating is presumed dead and its members leave.

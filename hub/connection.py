@@ -20,6 +20,7 @@ from typing import Any
 
 import gevent
 
+from hub.access import NO_GRANTS
 from hub.frames import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_INVALID_DATA,
@@ -35,6 +36,7 @@ from hub.frames import (
     encode_frame,
     parse_close,
 )
+from hub.limits import TokenBucket
 
 log = logging.getLogger("switchboard.connection")
 
@@ -76,7 +78,8 @@ class Connection:
     """A client socket after the handshake, with who it is and what it subscribed to."""
 
     __slots__ = (
-        "id", "user", "info", "address", "channels", "sock", "scheduled", "closing", "closed",
+        "id", "user", "info", "address", "channels", "grants", "expires", "warned", "bucket",
+        "sock", "scheduled", "closing", "closed",
         "close_code", "last_seen", "opened_at", "messages_in", "messages_out",
         "_raw", "_flusher", "_pending", "_pending_bytes", "_max_messages", "_max_bytes",
         "_writer", "_reader", "_on_slow",
@@ -100,6 +103,11 @@ class Connection:
         self.info = info
         self.address = address
         self.channels: set[str] = set()
+        # What the connection may do, until when, and how fast: set by the hub.
+        self.grants = NO_GRANTS
+        self.expires: float | None = None
+        self.warned = False
+        self.bucket: TokenBucket | None = None
         self.sock = sock
         # The OS-level socket under gevent's wrapper: non-blocking, so a send never yields.
         self._raw = getattr(sock, "_sock", sock)

@@ -16,8 +16,12 @@ HTTP_STATUS = {
     "forbidden": 403,
     "not_configured": 403,
     "not_found": 404,
+    "too_many_connections": 429,
+    "rate_limited": 429,
+    "too_many_subscriptions": 400,
     "too_large": 413,
     "unavailable": 503,
+    "server_full": 503,
 }
 
 

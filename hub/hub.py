@@ -33,6 +33,7 @@ from hub.frames import (
     FrameParser,
     encode_frame,
 )
+from hub.limits import TokenBucket
 
 log = logging.getLogger("switchboard.hub")
 
@@ -49,11 +50,24 @@ class Hub:
         self.tokens = TokenAuthority(config.token_secret)
         self.channels: dict[str, Channel] = {}
         self.connections: dict[str, Connection] = {}
+        self._per_address: dict[str, int] = {}
         self.counters: Counter[str] = Counter()
         self.flusher = Flusher()
         self._maintenance: gevent.Greenlet | None = None
 
     # -- connections -----------------------------------------------------------------------
+
+    def admit(self, identity: Identity, address: str) -> None:
+        """Refuse a handshake (before the upgrade) that would pass a connection limit."""
+        if identity.user is None and not self.config.allow_anonymous:
+            raise ProtocolError("unauthorized", "anonymous connections are not allowed: connect with ?token=<JWT>")
+        if len(self.connections) >= self.config.max_connections:
+            self.counters["refused_server_full"] += 1
+            raise ProtocolError("server_full", "this worker is at its connection limit; try again later")
+        per_address = self.config.max_connections_per_address
+        if per_address and self._per_address.get(address, 0) >= per_address:
+            self.counters["refused_too_many_connections"] += 1
+            raise ProtocolError("too_many_connections", f"at most {per_address} connections per client address")
 
     def open(self, sock: socket.socket, identity: Identity, address: str = "") -> Connection:
         """Adopt a socket whose handshake is done and greet it; `serve` must run next."""
@@ -69,7 +83,13 @@ class Hub:
             max_bytes=self.config.send_queue_bytes,
             on_slow=self._count_slow,
         )
+        conn.grants = identity.grants()
+        conn.expires = identity.expires
+        if self.config.rate_messages:
+            rate_bytes = max(self.config.rate_bytes, self.config.max_message_size)
+            conn.bucket = TokenBucket(self.config.rate_messages, rate_bytes)
         self.connections[client_id] = conn
+        self._per_address[address] = self._per_address.get(address, 0) + 1
         self.counters["connections_opened"] += 1
         self._start_maintenance()
         return conn
@@ -77,6 +97,8 @@ class Hub:
     def serve(self, conn: Connection) -> None:
         """Run a `/ws` connection until it ends (call in the connection's own greenlet)."""
         conn.send(commands.welcome_frame(conn.id, conn.user, conn.info))
+        if conn.expires is not None:
+            self._check_expiry(conn, time.time())
         conn.serve(FrameParser(self.config.max_message_size), self.on_message, self.on_close)
 
     def serve_echo(self, conn: Connection) -> None:
@@ -97,6 +119,16 @@ class Hub:
     def on_message(self, conn: Connection, opcode: int, payload: bytes) -> None:
         """One client message: run the command, or answer with the error it earned."""
         command = None
+        bucket = conn.bucket
+        if bucket is not None and not bucket.take(len(payload)):
+            self.counters["errors_rate_limited"] += 1
+            if bucket.refused > self.config.rate_messages:
+                # More than a second's worth refused in a row: not a burst, abuse.
+                self.counters["closed_for_abuse"] += 1
+                conn.close(CLOSE_POLICY_VIOLATION, "rate limit exceeded repeatedly")
+            else:
+                conn.send(commands.error_frame(None, "rate_limited", "too many messages: slow down"))
+            return
         try:
             if opcode != OP_TEXT:
                 raise ProtocolError("bad_json", "binary frames are not accepted; send JSON text frames")
@@ -112,6 +144,9 @@ class Hub:
     def on_close(self, conn: Connection) -> None:
         """Forget a connection: leave every channel (pushing `leave` where it was the last tab)."""
         self.connections.pop(conn.id, None)
+        remaining = self._per_address.pop(conn.address, 1) - 1
+        if remaining:
+            self._per_address[conn.address] = remaining
         for name in list(conn.channels):
             self._unsubscribe(conn, name)
         self.counters["connections_closed"] += 1
@@ -127,6 +162,8 @@ class Hub:
         channel = self.channels.get(name)
         if channel is None:
             channel = self.channels[name] = Channel(name)
+        if conn not in channel.subscribers:
+            self._check_subscribe(conn, command, channel)
         if conn in channel.subscribers:
             # Already live: everything since then has been delivered; just say where things stand.
             history = self.broker.history(name, None)
@@ -144,10 +181,9 @@ class Hub:
             raise
         if channel.subscribers.get(conn) is not backlog:
             return  # the connection went away while the broker answered
-        # Be a member (and counted) before the reply, so whoever hears the reply can see us.
+        # Be a member before the reply, so whoever hears the reply can see us.
         if channel.add_member(conn.user, conn.info):
             self.broker.join(name, {"user": conn.user, "info": conn.info}, conn.id)
-        self.broker.count(name, 1)
         recovered = history.complete and (command.epoch is None or command.epoch == history.epoch)
         if command.epoch is not None and command.epoch != history.epoch:
             history.entries = []  # offsets of another epoch mean nothing here
@@ -161,6 +197,43 @@ class Hub:
         channel.subscribers[conn] = None
         conn.channels.add(name)
         conn.flush()
+        self.broker.count(name, len(channel.subscribers))
+
+    def _check_subscribe(self, conn: Connection, command: Command, channel: Channel) -> None:
+        name = command.channel
+        if command.token is not None:
+            try:
+                conn.grants.add_channel(name, self.tokens.verify_subscription(command.token, conn.user, name))
+            except ProtocolError:
+                self._forget_if_unused(channel)
+                raise
+        problem = None
+        if len(conn.channels) >= self.config.max_subscriptions:
+            problem = ProtocolError(
+                "too_many_subscriptions", f"at most {self.config.max_subscriptions} channels per connection"
+            )
+        elif not conn.grants.may_subscribe(name):
+            problem = ProtocolError(
+                "forbidden", f"{name!r} is a protected channel: it needs a grant in your token or a subscription token"
+            )
+        if problem is not None:
+            self._forget_if_unused(channel)
+            raise problem
+
+    def _forget_if_unused(self, channel: Channel) -> None:
+        if not channel.subscribers:
+            del self.channels[channel.name]
+
+    def _on_refresh(self, conn: Connection, command: Command) -> None:
+        """A fresh connection token for the same user, before the old one expires."""
+        identity = self.tokens.verify(command.token)
+        if identity.user != conn.user:
+            raise ProtocolError("forbidden", "a refreshed token must be for the same user")
+        subscription_grants = conn.grants.channels
+        conn.grants = identity.grants()
+        conn.grants.channels = subscription_grants
+        conn.expires, conn.warned = identity.expires, False
+        conn.send(commands.reply_frame(command.id, {"expires": identity.expires}))
 
     def _on_unsubscribe(self, conn: Connection, command: Command) -> None:
         if command.channel not in conn.channels:
@@ -169,6 +242,8 @@ class Hub:
         conn.send(commands.reply_frame(command.id, {"channel": command.channel}))
 
     def _on_publish(self, conn: Connection, command: Command) -> None:
+        if not conn.grants.may_publish(command.channel, self.config.client_publish):
+            raise ProtocolError("forbidden", f"clients may not publish on {command.channel!r}")
         offset = self.publish(command.channel, command.data, conn.user)
         self.counters["publishes_ws"] += 1
         conn.send(commands.reply_frame(command.id, {"channel": command.channel, "offset": offset}))
@@ -227,7 +302,7 @@ class Hub:
 
     def local_channel_counts(self) -> dict[str, int]:
         """Channels with at least one subscriber on this worker, and how many."""
-        return {name: len(channel.subscribers) for name, channel in self.channels.items()}
+        return {name: len(channel.subscribers) for name, channel in self.channels.items() if channel.subscribers}
 
     # -- internals -------------------------------------------------------------------------
 
@@ -245,7 +320,7 @@ class Hub:
             return
         member = channel.remove_member(conn.user)
         self._drop_subscriber(channel, conn)
-        self.broker.count(name, -1)
+        self.broker.count(name, len(channel.subscribers))
         if member is not None:
             self.broker.leave(name, member)
 
@@ -266,7 +341,10 @@ class Hub:
         while True:
             gevent.sleep(min(interval / 2, self.config.presence_ttl / 3, 5.0))
             now = time.monotonic()
+            wall = time.time()
             for conn in tuple(self.connections.values()):
+                if conn.expires is not None:
+                    self._check_expiry(conn, wall)
                 quiet = now - conn.last_seen
                 if quiet > 2 * interval:
                     log.info("closing %s: nothing received for %.0f s", conn.id, quiet)
@@ -274,6 +352,15 @@ class Hub:
                 elif quiet > interval:
                     conn.enqueue(_PING_FRAME)
             self.broker.maintain()
+
+    def _check_expiry(self, conn: Connection, now: float) -> None:
+        """Warn a connection whose token is about to expire; close it once it has."""
+        if now >= conn.expires:
+            conn.enqueue(commands.error_frame(None, "unauthorized", "token expired"))
+            conn.close(CLOSE_POLICY_VIOLATION, "token expired")
+        elif not conn.warned and conn.expires - now <= self.config.token_warning:
+            conn.warned = True
+            conn.send(commands.token_expiring_frame(conn.expires))
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Close every connection with 1001 and wait (up to `timeout`) for the handshakes."""

@@ -62,8 +62,8 @@ class Broker(Protocol):
     def leave(self, channel: str, member: dict) -> None:
         """A user's last connection on this worker left; announce if it was the last anywhere."""
 
-    def count(self, channel: str, delta: int) -> None:
-        """A subscriber more (1) or fewer (-1) on this worker, for `channel_counts`."""
+    def count(self, channel: str, subscribers: int) -> None:
+        """How many subscribers `channel` now has on this worker, for `channel_counts`."""
 
     def channel_counts(self) -> dict[str, int]:
         """Subscribers per channel across every worker (channels with none are left out)."""

@@ -77,7 +77,7 @@ class LocalBroker:
     def leave(self, channel: str, member: dict) -> None:
         self._hub.announce(channel, commands.member_payload("leave", channel, member), "")
 
-    def count(self, channel: str, delta: int) -> None:
+    def count(self, channel: str, subscribers: int) -> None:
         """Nothing to do: the hub's own channels are the count."""
 
     def channel_counts(self) -> dict[str, int]:

@@ -296,9 +296,12 @@ class RedisBroker:
         except _FAILURES as exc:
             self._note_failure(exc)
 
-    def count(self, channel: str, delta: int) -> None:
+    def count(self, channel: str, subscribers: int) -> None:
+        # Absolute counts, not increments: a write after a heartbeat's rewrite can never add twice.
         try:
-            if self.redis.hincrby(f"sb:n:{self.worker}", channel, delta) <= 0:
+            if subscribers:
+                self.redis.hset(f"sb:n:{self.worker}", channel, subscribers)
+            else:
                 self.redis.hdel(f"sb:n:{self.worker}", channel)
         except _FAILURES as exc:
             self._note_failure(exc)  # rewritten whole by the heartbeat once Redis is back

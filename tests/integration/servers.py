@@ -69,8 +69,11 @@ class Endpoint:
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read())
 
-    def token(self, user: str, info: Any = None, ttl: float = 3600) -> str:
-        status, body = self.api("POST", "/api/tokens", {"user": user, "info": info, "ttl": ttl})
+    def token(self, user: str, info: Any = None, ttl: float = 3600, **claims: Any) -> str:
+        """A connection token; unless a test says otherwise, it grants every presence- channel."""
+        claims.setdefault("channels", ["presence-*"])
+        claims.setdefault("publish", True)
+        status, body = self.api("POST", "/api/tokens", {"user": user, "info": info, "ttl": ttl, **claims})
         assert status == 200, body
         return body["token"]
 
@@ -127,6 +130,13 @@ class Server(Endpoint):
                 self.process.wait()
         self._log.close()
         return self.process.returncode
+
+    def wait_until(self, condition, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise TimeoutError("condition never held")
+            time.sleep(0.05)
 
     def worker_pids(self) -> list[int]:
         out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True).stdout

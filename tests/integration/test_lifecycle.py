@@ -13,7 +13,7 @@ from tests.integration.servers import RawSocket, Server
 
 
 def test_a_client_that_never_reads_is_cut_and_delays_nobody(start_server):
-    server = start_server({"SWITCHBOARD_SEND_QUEUE_BYTES": "262144"})
+    server = start_server({"SWITCHBOARD_SEND_QUEUE_BYTES": "262144", "SWITCHBOARD_RATE_MESSAGES": "0"})
     stalled = RawSocket(server.port, rcvbuf=4096)
     stalled.send_frame(b'{"type":"subscribe","channel":"firehose","id":1}')
     healthy = server.client()

@@ -29,7 +29,7 @@ def test_config_rejects_bad_numbers_by_name():
 
 def test_tokens_round_trip_and_refuse_forgeries():
     authority = TokenAuthority("a-secret-long-enough-for-hs256-keys!")
-    token, expires = authority.mint("alice", {"role": "admin"}, ttl=60)
+    token, expires = authority.mint("alice", ttl=60, info={"role": "admin"})
     identity = authority.verify(token)
     assert (identity.user, identity.info) == ("alice", {"role": "admin"})
     with pytest.raises(ProtocolError) as forged:
