@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: run test lint bench clean browser-deps
+.PHONY: run test lint bench clean system-deps
 
 $(BIN)/activate: requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (or run: make PYTHON=python3 ...)"; exit 1; }
@@ -21,20 +21,22 @@ run: $(BIN)/activate
 	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
 # Install, lint and run every test against real Gunicorn servers.
-test: $(BIN)/activate browser-deps
+test: $(BIN)/activate system-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
-# Chromium from Debian for the browser tests (Playwright's own browser downloads are not used),
-# and the `ws` package for the client's Node tests.
-browser-deps: node_modules/.package-lock.json
-	@command -v chromium >/dev/null || { \
+# Debian's Chromium for the browser tests (Playwright's own browser downloads are not used) and
+# nginx for the test that runs deploy/nginx.conf; the `ws` package for the client's Node tests.
+system-deps: node_modules/.package-lock.json
+	@missing=""; command -v chromium >/dev/null || missing="chromium"; \
+	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
+	[ -z "$$missing" ] || { \
 	  { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; } || { \
-	    echo "The browser tests need Chromium; installing it takes apt-get as root."; \
-	    echo "Run 'sudo apt-get install -y chromium' (or your system's chromium package), then make test again."; \
+	    echo "The tests need$$missing; installing takes apt-get as root."; \
+	    echo "Run 'sudo apt-get install -y$$missing' (or your system's packages), then make test again."; \
 	    exit 1; }; \
-	  apt-get update && apt-get install -y chromium; }
+	  apt-get update && apt-get install -y $$missing; }
 
 node_modules/.package-lock.json: package.json package-lock.json
 	@command -v npm >/dev/null || { echo "The client tests need Node.js 20 and npm (apt-get install -y nodejs npm)."; exit 1; }

@@ -46,6 +46,6 @@ def test_demo_history_is_the_newest_messages_oldest_first(demo_server):
     status, body = demo_server.api("GET", "/demo/history/activity?limit=2", key=None)
     assert status == 200
     assert [message["data"] for message in body["messages"]] == [4, 5]
-    assert body["offset"] == 5 and body["epoch"] == demo_server.api("GET", "/healthz", key=None)[1]["epoch"]
+    assert body["offset"] == 5 and body["epoch"] == demo_server.api("GET", "/api/channels/activity/history")[1]["epoch"]
     assert demo_server.api("GET", "/demo/history/activity?limit=0", key=None)[1]["messages"] == []
     assert demo_server.api("GET", "/demo/history/activity?limit=x", key=None)[0] == 400
