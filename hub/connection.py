@@ -132,23 +132,31 @@ class Connection:
 
     # -- sending ---------------------------------------------------------------------------
 
-    def enqueue(self, frame: bytes) -> None:
-        """Queue a frame to go out when the flusher runs; never blocks, never raises."""
+    def queue(self, frame: bytes) -> bool:
+        """Append a frame within the queue limits, without writing; False if it was not taken.
+
+        Call `flush()` after the last of several frames that must go out together.
+        """
         if self.closing:
-            return
+            return False
         self._pending.append(frame)
         self._pending_bytes += len(frame)
         self.messages_out += 1
         if len(self._pending) > self._max_messages or self._pending_bytes > self._max_bytes:
             self._overflow()
-        elif not self.scheduled and self._writer is None:
+            return False
+        return True
+
+    def enqueue(self, frame: bytes) -> None:
+        """Queue a fan-out frame to go out when the flusher runs; never blocks, never raises."""
+        if self.queue(frame) and not self.scheduled and self._writer is None:
             self.scheduled = True
             self._flusher.add(self)
 
     def send(self, frame: bytes) -> None:
-        """Queue a frame and try to write it now (replies: no need to wait for the flusher)."""
-        self.enqueue(frame)
-        self.flush()
+        """Queue a frame and write it now: replies need not wait for the flusher."""
+        if self.queue(frame):
+            self.flush()
 
     def flush(self) -> None:
         """Write what is queued without blocking; leave any rest to this connection's writer."""

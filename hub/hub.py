@@ -107,7 +107,7 @@ class Hub:
 
     def refuse(self, conn: Connection, error: ProtocolError) -> None:
         """Tell a client why it may not stay (say, an expired token), then close with 1008."""
-        conn.enqueue(commands.error_frame(None, error.code, error.message))
+        conn.queue(commands.error_frame(None, error.code, error.message))
         conn.close(CLOSE_POLICY_VIOLATION, error.message)
         conn.serve(FrameParser(self.config.max_message_size), self._echo, self.on_close)
 
@@ -188,12 +188,12 @@ class Hub:
         if command.epoch is not None and command.epoch != history.epoch:
             history.entries = []  # offsets of another epoch mean nothing here
         result = {"channel": name, "epoch": history.epoch, "offset": history.offset, "recovered": recovered}
-        conn.enqueue(commands.reply_frame(command.id, result))
+        conn.queue(commands.reply_frame(command.id, result))
         for _offset, payload in history.entries:
-            conn.enqueue(encode_frame(payload))
+            conn.queue(encode_frame(payload))
         for offset, frame in backlog:
             if offset > history.offset or offset == 0:
-                conn.enqueue(frame)
+                conn.queue(frame)
         channel.subscribers[conn] = None
         conn.channels.add(name)
         conn.flush()
@@ -356,7 +356,7 @@ class Hub:
     def _check_expiry(self, conn: Connection, now: float) -> None:
         """Warn a connection whose token is about to expire; close it once it has."""
         if now >= conn.expires:
-            conn.enqueue(commands.error_frame(None, "unauthorized", "token expired"))
+            conn.queue(commands.error_frame(None, "unauthorized", "token expired"))
             conn.close(CLOSE_POLICY_VIOLATION, "token expired")
         elif not conn.warned and conn.expires - now <= self.config.token_warning:
             conn.warned = True
