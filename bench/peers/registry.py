@@ -1,0 +1,96 @@
+"""The benchmarked servers: how to start each one and which dialect it speaks.
+
+Every command runs with the repo root as its working directory. "{port}" in an argv item or
+an env value is replaced by the port to listen on (see `command`). Nothing here starts a
+process; the harness does.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]  # the repo root: every command's cwd
+PYTHON = sys.executable
+GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
+# gunicorn's default of 1000 would cap the connection count of a gevent worker
+WORKER_CONNECTIONS = "20000"
+
+
+@dataclass(frozen=True)
+class Peer:
+    """One server under test.
+
+    dialect: "json" or "socketio" (bench/PROTOCOL.md).
+    ready_path: a WebSocket path (with query, if any); the peer is up once a WebSocket
+    handshake to ws://127.0.0.1:PORT<ready_path> succeeds.
+    """
+
+    name: str
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    dialect: str = "json"
+    ready_path: str = "/ws/echo"
+
+
+def _gunicorn(worker: str, target: str) -> list[str]:
+    # --no-control-socket: gunicorn 27 otherwise binds ~/.gunicorn/gunicorn.ctl, one path
+    # shared by every gunicorn on the box (Switchboard's included).
+    return [
+        GUNICORN,
+        "-k",
+        worker,
+        "-w",
+        "1",
+        "--worker-connections",
+        WORKER_CONNECTIONS,
+        "--graceful-timeout",
+        "1",
+        "--no-control-socket",
+        "-b",
+        "127.0.0.1:{port}",
+        target,
+    ]
+
+
+PEERS: dict[str, Peer] = {
+    peer.name: peer
+    for peer in (
+        Peer(
+            "switchboard",
+            [GUNICORN, "-c", "gunicorn.conf.py", "wsgi:app"],
+            # The per-connection rate limit (100 messages/s by default) would throttle the one
+            # publisher that streams as fast as it can; the peers have no such limit either.
+            env={"PORT": "{port}", "SWITCHBOARD_RATE_MESSAGES": "0"},
+        ),
+        Peer("websockets", [PYTHON, "-m", "bench.peers.websockets_server", "{port}"]),
+        Peer("aiohttp", [PYTHON, "-m", "bench.peers.aiohttp_server", "{port}"]),
+        Peer("socketify", [PYTHON, "-m", "bench.peers.socketify_server", "{port}"]),
+        Peer(
+            "flask-socketio",
+            _gunicorn(
+                "geventwebsocket.gunicorn.workers.GeventWebSocketWorker",
+                "bench.peers.flask_socketio_app:app",
+            ),
+            dialect="socketio",
+            ready_path="/socket.io/?EIO=4&transport=websocket",
+        ),
+        Peer("flask-sock-loop", _gunicorn("gevent", "bench.peers.flasksock_loop:app")),
+        Peer(
+            "gevent-websocket",
+            [PYTHON, "-m", "bench.peers.gevent_websocket_server", "{port}"],
+        ),
+    )
+}
+
+
+def command(peer: Peer, port: int) -> tuple[list[str], dict[str, str]]:
+    """The argv and the extra environment variables that start `peer` on `port`."""
+
+    def fill(text: str) -> str:
+        return text.replace("{port}", str(port))
+
+    return [fill(arg) for arg in peer.argv], {
+        key: fill(value) for key, value in peer.env.items()
+    }
