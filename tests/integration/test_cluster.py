@@ -193,3 +193,49 @@ def test_chat_through_nginx_in_front_of_both_instances(cluster, tmp_path):
     finally:
         proxy.terminate()
         proxy.wait(10)
+
+
+def test_a_worker_killed_mid_stream_loses_nothing_after_recovery(cluster):
+    """The reader's worker dies under it; it reconnects elsewhere and recovers every message."""
+    import threading
+
+    from websockets.exceptions import ConnectionClosed
+
+    a, b = cluster
+    total = 150
+    reader = b.client()
+    epoch = reader.command("subscribe", channel="stream")["result"]["epoch"]
+    started = threading.Event()
+
+    def publish_steadily() -> None:
+        with a.client() as publisher:
+            for n in range(total):
+                publisher.command("publish", channel="stream", data=n)
+                if n == 20:
+                    started.set()
+                time.sleep(0.01)
+
+    publisher = threading.Thread(target=publish_steadily)
+    publisher.start()
+    seen: list[dict] = []
+    started.wait(10)
+    for pid in b.worker_pids():
+        os.kill(pid, signal.SIGKILL)
+    try:
+        while True:
+            frame = reader.recv(timeout=10)
+            if frame["type"] == "message":
+                seen.append(frame)
+    except ConnectionClosed:
+        pass
+    assert seen, "some messages arrived before the kill"
+
+    with a.client() as again:
+        reply = again.command("subscribe", channel="stream", since=seen[-1]["offset"], epoch=epoch)
+        assert reply["result"]["recovered"] is True
+        publisher.join(30)
+        seen += again.messages(total - len(seen), timeout=15)
+        again.command("ping")
+        assert [frame for frame in again.pushes if frame["type"] == "message"] == []
+    assert [message["data"] for message in seen] == list(range(total))
+    assert [message["offset"] for message in seen] == list(range(seen[0]["offset"], seen[0]["offset"] + total))
