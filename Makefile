@@ -6,7 +6,7 @@ PORT ?= 8000
 
 .PHONY: run test lint bench clean system-deps
 
-$(BIN)/activate: requirements.txt requirements-dev.txt
+$(BIN)/activate: requirements.txt requirements-dev.txt bench/requirements.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (or run: make PYTHON=python3 ...)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
@@ -41,6 +41,13 @@ system-deps: node_modules/.package-lock.json
 node_modules/.package-lock.json: package.json package-lock.json
 	@command -v npm >/dev/null || { echo "The client tests need Node.js 20 and npm (apt-get install -y nodejs npm)."; exit 1; }
 	npm ci
+
+# Every peer side by side (about 10 minutes); results and charts go to bench/results/.
+# socketify (uWebSockets) needs Debian's libuv1.
+bench: $(BIN)/activate
+	@ldconfig -p | grep -q libuv.so.1 || { [ "$$(id -u)" = 0 ] && apt-get update && apt-get install -y libuv1; } || \
+	  { echo "The uWebSockets peer needs libuv1: sudo apt-get install -y libuv1"; exit 1; }
+	$(BIN)/python -m bench.harness
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -91,6 +91,4 @@ def command(peer: Peer, port: int) -> tuple[list[str], dict[str, str]]:
     def fill(text: str) -> str:
         return text.replace("{port}", str(port))
 
-    return [fill(arg) for arg in peer.argv], {
-        key: fill(value) for key, value in peer.env.items()
-    }
+    return [fill(arg) for arg in peer.argv], {key: fill(value) for key, value in peer.env.items()}
