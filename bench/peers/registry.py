@@ -64,6 +64,7 @@ PEERS: dict[str, Peer] = {
             # publisher that streams as fast as it can; the peers have no such limit either.
             env={"PORT": "{port}", "SWITCHBOARD_RATE_MESSAGES": "0"},
         ),
+        Peer("switchboard-redis", [PYTHON, "-m", "bench.peers.switchboard_redis", "{port}"]),
         Peer("websockets", [PYTHON, "-m", "bench.peers.websockets_server", "{port}"]),
         Peer("aiohttp", [PYTHON, "-m", "bench.peers.aiohttp_server", "{port}"]),
         Peer("socketify", [PYTHON, "-m", "bench.peers.socketify_server", "{port}"]),
