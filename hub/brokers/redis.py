@@ -8,9 +8,10 @@
 - Presence: each user on a channel counts the workers holding it; a worker heartbeats, and when
   one stops for `presence_ttl` seconds any other worker removes its members (pushing `leave`).
   This is eventually consistent, as in Centrifugo: a dead worker's members linger up to the TTL.
-- Failures: a lost connection marks the broker unavailable (`problem()`, shown on /healthz);
-  the listener reconnects with backoff and jitter, resubscribes, and re-registers this worker's
-  members; publishes meanwhile fail with `unavailable` rather than vanish.
+- Failures: the listener's lost connection marks the broker unavailable (`problem()`, shown on
+  /healthz); it reconnects with backoff and jitter, resubscribes, and re-registers this worker's
+  members; publishes meanwhile fail with `unavailable` rather than vanish. A single failed
+  command is the caller's error, not a verdict on Redis.
 
 Keys (all prefixed `sb:`): `{C}:m` hash (epoch, offset), `{C}:s` stream (history), `{C}:u` hash
 (user -> workers holding it), `{C}:i` hash (user -> info JSON), `w:<id>` set (the channel\0user
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("switchboard.redis")
 
 _FAILURES = (redis.ConnectionError, redis.TimeoutError, OSError)
+# Connections per worker: commands from many greenlets at once share them.
+REDIS_CONNECTIONS = 50
 _CONTROL = "sb:control"
 _CONNECTING = "connecting to redis"  # subscribed always, so the listener has a connection even with no channels
 
@@ -127,14 +130,19 @@ class RedisBroker:
         self._presence_ttl = config.presence_ttl
         self.worker = os.urandom(6).hex()
         # Fail fast: a publish during an outage should be refused now, not after long retries.
-        # A PING on connections idle for 10 s finds a Redis that went away without a word.
-        self.redis = redis.Redis.from_url(
+        # A PING on connections idle for 10 s finds a Redis that went away without a word. The
+        # pool blocks (briefly) when all its connections are busy: a burst of subscribes after a
+        # deploy must queue for a connection, not fail.
+        pool = redis.BlockingConnectionPool.from_url(
             config.redis_url,
+            max_connections=REDIS_CONNECTIONS,
+            timeout=5,
             socket_timeout=5,
             socket_connect_timeout=2,
             health_check_interval=10,
             retry=Retry(NoBackoff(), 0),
         )
+        self.redis = redis.Redis(connection_pool=pool)
         self._publish = self.redis.register_script(_PUBLISH)
         self._join = self.redis.register_script(_JOIN)
         self._leave = self.redis.register_script(_LEAVE)
@@ -144,7 +152,9 @@ class RedisBroker:
         self._pubsub: redis.client.PubSub | None = None
         self._listener: gevent.Greenlet | None = None
         self._problem: str | None = _CONNECTING
+        self._connected = Event()
         self._last_heartbeat = 0.0
+        self._resync = False
         self._closed = False
 
     def attach(self, hub: Hub) -> None:
@@ -230,7 +240,7 @@ class RedisBroker:
                     if message is not None:
                         self._on_pubsub(message)
             except _FAILURES as exc:
-                self._note_failure(exc)
+                self._lost(exc)
                 for live in self._wanted.values():
                     live.clear()
                 self._pubsub = None
@@ -263,15 +273,25 @@ class RedisBroker:
         """Back after a failure: tell /healthz, and re-register members this worker holds."""
         was = self._problem
         self._problem = None
+        self._connected.set()
         if was != _CONNECTING:
             log.info("redis is reachable again (was: %s)", was)
             self._hub.counters["broker_reconnects"] += 1
         self._heartbeat()
 
     def _note_failure(self, exc: Exception) -> None:
+        """A command failed: log it, and have the next heartbeat write this worker's state again.
+
+        Whether Redis is down is the listener's call (`_lost`).
+        """
+        log.warning("redis command failed: %s", exc)
+        self._resync = True
+
+    def _lost(self, exc: Exception) -> None:
         if self._problem is None:
             log.warning("redis unavailable: %s", exc)
         self._problem = f"redis: {exc}"
+        self._connected.clear()
 
     # -- presence across workers -----------------------------------------------------------
 
@@ -343,16 +363,24 @@ class RedisBroker:
             for name in self._wanted:
                 pipe.expire(_key(name, "m"), self._history_ttl)
             pipe.execute()
-            if self.redis.zadd("sb:workers", {self.worker: now}):
-                # We were not registered: Redis lost its data, or presumed us dead and removed
-                # our members. Register everyone this worker holds again.
+            if self.redis.zadd("sb:workers", {self.worker: now}) or self._resync:
+                self._resync = False
+                # We were not registered (Redis lost its data, or presumed us dead and removed
+                # our members), or a write failed: register everything this worker holds again.
                 counts = self._hub.local_channel_counts()
                 self.redis.delete(f"sb:n:{self.worker}")
                 if counts:
                     self.redis.hset(f"sb:n:{self.worker}", mapping=counts)
+                held = set()
                 for name, channel in tuple(self._hub.channels.items()):
                     for user, (_count, info) in tuple(channel.members.items()):
+                        held.add(f"{name}\0{user}".encode())
                         self._register(name, {"user": user, "info": info}, "")
+                for entry in self.redis.smembers(f"sb:w:{self.worker}") - held:
+                    # A leave that failed earlier: the user is gone from here, so take it out.
+                    name, user = entry.decode().split("\0", 1)
+                    info = self.redis.hget(_key(name, "i"), user)
+                    self.leave(name, {"user": user, "info": orjson.loads(info) if info else None})
             for worker in self.redis.zrangebyscore("sb:workers", "-inf", now - self._presence_ttl):
                 worker = worker.decode()
                 if self._reap(keys=["sb:workers", f"sb:w:{worker}", f"sb:n:{worker}"], args=[worker]):
@@ -365,6 +393,8 @@ class RedisBroker:
 
     def problem(self) -> str | None:
         self._start()
+        if self._problem == _CONNECTING:
+            self._connected.wait(2.0)  # a new worker's first health check waits for its first connect
         return self._problem
 
     def close(self) -> None:
