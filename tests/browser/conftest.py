@@ -28,6 +28,8 @@ DEMO = {"SWITCHBOARD_DEMO": "1"}
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Browser]:
+    # Playwright's sync API keeps an asyncio loop running in the main thread for the session:
+    # tests that need asyncio.run() after a browser test must run it in a thread of their own.
     chromium = shutil.which("chromium")
     if chromium is None:
         pytest.fail("the browser tests need Chromium on PATH: run `make browser-deps` (apt-get install -y chromium)")
