@@ -9,8 +9,8 @@ from typing import Any
 
 from flask import Flask
 
-from handlers import api, demo, errors, pages, websocket
-from hub import Config, Hub
+from handlers import api, demo, errors, ops, pages, websocket
+from hub import Config, Hub, logs
 
 
 def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
@@ -19,6 +19,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
         config = Config.from_env()
     elif isinstance(config, Mapping):
         config = dataclasses.replace(Config.from_env(), **config)
+    logs.configure(config.log_level, config.log_format)
     app = Flask(__name__, static_folder=Path(__file__).parent / "static")
     app.config["MAX_CONTENT_LENGTH"] = config.max_message_size
     app.extensions["switchboard"] = Hub(config)
@@ -27,4 +28,5 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(demo.bp)
+    app.register_blueprint(ops.bp)
     return app

@@ -1,14 +1,23 @@
 """Gunicorn settings for Switchboard: `gunicorn -c gunicorn.conf.py wsgi:app`.
 
 Each setting says why it has its value. Environment: PORT (default 8000), SWITCHBOARD_WORKERS
-(default 1), SWITCHBOARD_BIND_HOST (default 127.0.0.1; put nginx in front for the outside world).
+(default 1), SWITCHBOARD_BIND_HOST (default 127.0.0.1; put nginx in front for the outside world),
+SWITCHBOARD_METRICS (a host:port there is listened on too, for /metrics alone).
 """
 
 import os
 import resource
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 
-bind = f"{os.environ.get('SWITCHBOARD_BIND_HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+bind = [f"{os.environ.get('SWITCHBOARD_BIND_HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"]
+if ":" in os.environ.get("SWITCHBOARD_METRICS", ""):
+    bind.append(os.environ["SWITCHBOARD_METRICS"])
+
+# The metrics directory on_starting made, if it made one: on_exit removes it.
+_made_metrics_dir = []
 
 # Every WebSocket is a greenlet; the gevent worker runs them all on one core per worker.
 worker_class = "gevent"
@@ -52,10 +61,38 @@ def on_starting(server):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    # prometheus-client's multiprocess mode: each worker writes its metrics to files in this
+    # directory and a scrape of any worker adds them all up. Workers read it when they import
+    # prometheus_client, so it is set here, in the master, before any fork: a fresh directory per
+    # start, unless the operator names one, which is emptied as prometheus-client asks.
+    named = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if named:
+        for stale in Path(named).glob("*.db"):
+            stale.unlink()
+    else:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="switchboard-metrics-")
+        _made_metrics_dir.append(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+
+
+def child_exit(server, worker):
+    """A dead worker's open connections no longer count; its counters still do."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    """Remove the metrics directory on_starting made (never one the operator named)."""
+    for directory in _made_metrics_dir:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def worker_exit(server, worker):
     """Say goodbye properly: every client gets close 1001 (going away) before the worker exits."""
-    hub = worker.wsgi.extensions.get("switchboard") if hasattr(worker, "wsgi") else None
+    extensions = worker.wsgi.extensions if hasattr(worker, "wsgi") else {}
+    hub = extensions.get("switchboard")
     if hub is not None:
         hub.shutdown(timeout=5.0)
+    recorder = extensions.get("switchboard.metrics")
+    if recorder is not None:
+        recorder.stop()  # what this worker counted stays in the others' scrapes

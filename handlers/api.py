@@ -1,21 +1,32 @@
 """The HTTP API for other services: publish, channels, presence, history and token minting.
 
 Every route needs `Authorization: Bearer <SWITCHBOARD_API_KEY>`; without a configured key the API
-is closed (403) rather than open, and says how to open it.
+is closed (403) rather than open, and says how to open it. Every request gets an id (the caller's
+`X-Request-ID`, or a new one), echoed in the response and in its log line; the line never holds a
+header, a body or a query string.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
+import re
+import secrets
+import time
 
 import orjson
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, g, request
 
 from handlers import current_hub
 from hub import ProtocolError
 from hub.commands import validate_channel
 
+log = logging.getLogger("switchboard.api")
+
 bp = Blueprint("api", __name__, url_prefix="/api")
+
+# A caller's request id is kept only if it cannot disguise itself as something else in a log line.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def _json(value: object, status: int = 200) -> Response:
@@ -43,6 +54,33 @@ def _int_arg(name: str, default: int | None) -> int | None:
     if not raw.isdigit():
         raise ProtocolError("bad_request", f"{name} must be a non-negative integer")
     return int(raw)
+
+
+@bp.before_request
+def start_request() -> None:
+    """Runs before the key check, so refused requests are logged with their id too."""
+    given = request.headers.get("X-Request-ID", "")
+    g.request_id = given if _REQUEST_ID.fullmatch(given) else secrets.token_hex(8)
+    g.started = time.monotonic()
+
+
+@bp.after_request
+def log_request(response: Response) -> Response:
+    if "request_id" not in g:  # refused by an app-wide check that runs before this blueprint's own
+        start_request()
+    response.headers["X-Request-ID"] = g.request_id
+    log.info(
+        "request",
+        extra={
+            "request_id": g.request_id,
+            "method": request.method,
+            "path": request.path,
+            "status": response.status_code,
+            "duration": round(time.monotonic() - g.started, 4),
+            "address": request.remote_addr,
+        },
+    )
+    return response
 
 
 @bp.before_request

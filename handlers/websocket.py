@@ -6,7 +6,8 @@ context end at once, so an idle connection costs one parked greenlet and its buf
 greenlets and a request context. Refusals (bad handshake, foreign Origin) are plain HTTP errors
 before the upgrade, as are connections over a limit (503, 429); a bad or missing token is answered
 after it, with an `unauthorized` error and close 1008, because browsers cannot read the body of a
-refused handshake.
+refused handshake. Every refusal is counted and logged with the client's address and the reason,
+never with the token or the query string that carried it.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def websocket():
         hub.admit(identity, request.remote_addr or "")
     except ProtocolError as error:
         if error.code != "unauthorized":  # limits: refused before the upgrade, with a status
-            return error_response(error.code, error.message, error.http_status)
+            return _refuse(error.code, error.message, error.http_status)
+        _log_refusal(error.code, error.message)
         refusal = error
     if refusal is not None:
         return _upgrade(lambda conn: hub.refuse(conn, refusal), identity)
@@ -65,17 +67,27 @@ def echo():
     return _upgrade(current_hub().serve_echo, ANONYMOUS)
 
 
+def _log_refusal(code: str, reason: str) -> None:
+    current_hub().counters["refused_" + code] += 1
+    log.warning("handshake refused", extra={"address": request.remote_addr, "code": code, "reason": reason})
+
+
+def _refuse(code: str, message: str, status: int) -> Response:
+    _log_refusal(code, message)
+    return error_response(code, message, status)
+
+
 def _upgrade(run: Callable[[Connection], None], identity: Identity):
     environ = request.environ
     if (
         "websocket" not in environ.get("HTTP_UPGRADE", "").lower()
         or "upgrade" not in environ.get("HTTP_CONNECTION", "").lower()
     ):
-        response = error_response("upgrade_required", "this route speaks WebSocket only", 426)
+        response = _refuse("upgrade_required", "this route speaks WebSocket only", 426)
         response.headers["Upgrade"] = "websocket"
         return response
     if environ.get("HTTP_SEC_WEBSOCKET_VERSION") != "13":
-        response = error_response("upgrade_required", "only WebSocket version 13 is supported", 426)
+        response = _refuse("upgrade_required", "only WebSocket version 13 is supported", 426)
         response.headers["Sec-WebSocket-Version"] = "13"
         return response
     key = environ.get("HTTP_SEC_WEBSOCKET_KEY", "")
@@ -84,13 +96,12 @@ def _upgrade(run: Callable[[Connection], None], identity: Identity):
     except binascii.Error:
         valid_key = False
     if not valid_key:
-        return error_response("bad_request", "Sec-WebSocket-Key must be 16 bytes in base64", 400)
+        return _refuse("bad_request", "Sec-WebSocket-Key must be 16 bytes in base64", 400)
     hub = current_hub()
     origin = environ.get("HTTP_ORIGIN")
     allowed = hub.config.allowed_origins
     if origin and allowed and origin not in allowed:
-        log.warning("refused handshake from %s: origin %r is not allowed", request.remote_addr, origin)
-        return error_response("forbidden", f"origin {origin!r} is not allowed", 403)
+        return _refuse("forbidden", f"origin {origin!r} is not allowed", 403)
     sock = environ.get("gunicorn.socket")
     if sock is None:
         return error_response("not_supported", "WebSockets need Gunicorn's gevent worker (see gunicorn.conf.py)", 500)

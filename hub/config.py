@@ -51,6 +51,13 @@ class Config:
     presence_ttl: float = 30.0
     # Serve the demo page's token and history routes (never in production)
     demo: bool = False
+    # Where GET /metrics answers: "api" (behind the API key), "host:port" (only there, no key) or "off".
+    metrics: str = "api"
+    # Serve the live stats page at /stats; its figures (/stats.json) need the API key.
+    stats_page: bool = False
+    # Log level (debug, info, warning, error) and format: "json", "text", or "auto" (text on a terminal).
+    log_level: str = "info"
+    log_format: str = "auto"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Config:

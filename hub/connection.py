@@ -43,6 +43,23 @@ log = logging.getLogger("switchboard.connection")
 RECV_SIZE = 65536
 # How long a closing connection waits for the peer's close frame or a stuck write.
 CLOSE_TIMEOUT = 5.0
+# Latency samples kept until the metrics read them (about once a second); later ones are skipped.
+MAX_LATENCY_SAMPLES = 1000
+
+
+class Meter:
+    """A worker's traffic totals, as plain numbers: counted per read, per write and per flush run,
+    never per delivery, and turned into Prometheus values at a low rate by hub/metrics.py."""
+
+    __slots__ = ("bytes_in", "bytes_out", "queue_high", "latencies")
+
+    def __init__(self) -> None:
+        self.bytes_in = 0
+        self.bytes_out = 0
+        # The most frames ever found waiting in one connection's queue at a write.
+        self.queue_high = 0
+        # Seconds from the first frame queued for a flush run to the end of that run's writes.
+        self.latencies: list[float] = []
 
 
 class Flusher:
@@ -52,15 +69,18 @@ class Flusher:
     so a burst of publishes leaves several frames per queue and each goes out in one `send`.
     """
 
-    __slots__ = ("_dirty", "_greenlet")
+    __slots__ = ("_dirty", "_greenlet", "_started", "meter")
 
     def __init__(self) -> None:
         self._dirty: list[Connection] = []
         self._greenlet: gevent.Greenlet | None = None
+        self._started = 0.0
+        self.meter = Meter()
 
     def add(self, conn: Connection) -> None:
         self._dirty.append(conn)
         if self._greenlet is None:
+            self._started = time.perf_counter()
             self._greenlet = gevent.spawn(self._run)
 
     def _run(self) -> None:
@@ -72,6 +92,10 @@ class Flusher:
                     conn.flush()
         finally:
             self._greenlet = None
+        # One sample per run: how long its oldest frame waited for the last socket to be written.
+        latencies = self.meter.latencies
+        if len(latencies) < MAX_LATENCY_SAMPLES:
+            latencies.append(time.perf_counter() - self._started)
 
 
 class Connection:
@@ -80,8 +104,8 @@ class Connection:
     __slots__ = (
         "id", "user", "info", "address", "channels", "grants", "expires", "warned", "bucket",
         "sock", "scheduled", "closing", "closed",
-        "close_code", "last_seen", "opened_at", "messages_in", "messages_out",
-        "_raw", "_flusher", "_pending", "_pending_bytes", "_max_messages", "_max_bytes",
+        "close_code", "close_reason", "last_seen", "opened_at", "messages_in", "messages_out",
+        "_raw", "_flusher", "_meter", "_pending", "_pending_bytes", "_max_messages", "_max_bytes",
         "_writer", "_reader", "_on_slow",
     )  # fmt: skip
 
@@ -112,6 +136,7 @@ class Connection:
         # The OS-level socket under gevent's wrapper: non-blocking, so a send never yields.
         self._raw = getattr(sock, "_sock", sock)
         self._flusher = flusher
+        self._meter = flusher.meter
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._max_messages = max_messages
@@ -123,6 +148,7 @@ class Connection:
         self.closing = False
         self.closed = False
         self.close_code: int | None = None
+        self.close_reason = ""
         self.opened_at = self.last_seen = time.monotonic()
         self.messages_in = 0
         self.messages_out = 0
@@ -163,7 +189,12 @@ class Connection:
         if self._writer is not None or not self._pending or self.closed:
             return
         pending = self._pending
-        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        count = len(pending)
+        data = pending[0] if count == 1 else b"".join(pending)
+        meter = self._meter
+        meter.bytes_out += len(data)
+        if count > meter.queue_high:
+            meter.queue_high = count
         self._pending = []
         self._pending_bytes = 0
         try:
@@ -183,7 +214,9 @@ class Connection:
                 self.sock.sendall(rest)
                 if not self._pending:
                     break
+                self._meter.queue_high = max(self._meter.queue_high, len(self._pending))
                 rest = memoryview(b"".join(self._pending))
+                self._meter.bytes_out += len(rest)
                 self._pending = []
                 self._pending_bytes = 0
         except OSError:
@@ -193,6 +226,7 @@ class Connection:
 
     def _overflow(self) -> None:
         """Too much queued: drop what was not started, close 1008, cut the socket if it stays stuck."""
+        self._meter.queue_high = max(self._meter.queue_high, len(self._pending))
         self._pending = []
         self._pending_bytes = 0
         if self._on_slow is not None:
@@ -207,7 +241,7 @@ class Connection:
             return
         self._pending.append(encode_close(code, reason))
         self.closing = True
-        self.close_code = code
+        self.close_code, self.close_reason = code, reason
         self.flush()
         gevent.spawn_later(CLOSE_TIMEOUT, self.abort)
 
@@ -249,10 +283,12 @@ class Connection:
 
     def _read_loop(self, parser: FrameParser, on_message: Callable[[Connection, int, bytes], None]) -> None:
         recv = self.sock.recv
+        meter = self._meter
         while not self.closed:
             data = recv(RECV_SIZE)
             if not data:
                 return
+            meter.bytes_in += len(data)
             self.last_seen = time.monotonic()
             for opcode, payload in parser.feed(data):
                 if opcode == OP_TEXT or opcode == OP_BINARY:
@@ -264,8 +300,9 @@ class Connection:
                 elif opcode == OP_CLOSE:
                     code, reason = parse_close(payload)
                     if not self.closing:
-                        # Echo the peer's code, as RFC 6455 5.5.1 asks.
+                        # Echo the peer's code, as RFC 6455 5.5.1 asks; remember the one it sent.
                         self.close(1000 if code == 1005 else code, reason)
+                        self.close_code = code
                     return
 
     def _finish(self) -> None:

@@ -40,6 +40,11 @@ log = logging.getLogger("switchboard.hub")
 _PING_FRAME = encode_frame(b"", OP_PING)
 
 
+def _who(conn: Connection) -> dict:
+    """The fields that name a connection in a log line (never its token)."""
+    return {"client": conn.id, "user": conn.user, "address": conn.address}
+
+
 class Hub:
     """One worker's engine. Create one per app; every method is called from greenlets of one thread."""
 
@@ -62,11 +67,9 @@ class Hub:
         if identity.user is None and not self.config.allow_anonymous:
             raise ProtocolError("unauthorized", "anonymous connections are not allowed: connect with ?token=<JWT>")
         if len(self.connections) >= self.config.max_connections:
-            self.counters["refused_server_full"] += 1
             raise ProtocolError("server_full", "this worker is at its connection limit; try again later")
         per_address = self.config.max_connections_per_address
         if per_address and self._per_address.get(address, 0) >= per_address:
-            self.counters["refused_too_many_connections"] += 1
             raise ProtocolError("too_many_connections", f"at most {per_address} connections per client address")
 
     def open(self, sock: socket.socket, identity: Identity, address: str = "") -> Connection:
@@ -91,12 +94,14 @@ class Hub:
         self.connections[client_id] = conn
         self._per_address[address] = self._per_address.get(address, 0) + 1
         self.counters["connections_opened"] += 1
+        log.info("connect", extra=_who(conn))
         self._start_maintenance()
         return conn
 
     def serve(self, conn: Connection) -> None:
         """Run a `/ws` connection until it ends (call in the connection's own greenlet)."""
         conn.send(commands.welcome_frame(conn.id, conn.user, conn.info))
+        self.counters["out_welcome"] += 1
         if conn.expires is not None:
             self._check_expiry(conn, time.time())
         conn.serve(FrameParser(self.config.max_message_size), self.on_message, self.on_close)
@@ -108,10 +113,12 @@ class Hub:
     def refuse(self, conn: Connection, error: ProtocolError) -> None:
         """Tell a client why it may not stay (say, an expired token), then close with 1008."""
         conn.queue(commands.error_frame(None, error.code, error.message))
+        self.counters["out_error"] += 1
         conn.close(CLOSE_POLICY_VIOLATION, error.message)
         conn.serve(FrameParser(self.config.max_message_size), self._echo, self.on_close)
 
     def _echo(self, conn: Connection, opcode: int, payload: bytes) -> None:
+        self.counters["in_echo"] += 1
         if opcode == OP_TEXT:
             check_text(payload)
         conn.send(encode_frame(payload, opcode))
@@ -121,6 +128,7 @@ class Hub:
         command = None
         bucket = conn.bucket
         if bucket is not None and not bucket.take(len(payload)):
+            self.counters["in_rate_limited"] += 1
             self.counters["errors_rate_limited"] += 1
             if bucket.refused > self.config.rate_messages:
                 # More than a second's worth refused in a row: not a burst, abuse.
@@ -128,17 +136,25 @@ class Hub:
                 conn.close(CLOSE_POLICY_VIOLATION, "rate limit exceeded repeatedly")
             else:
                 conn.send(commands.error_frame(None, "rate_limited", "too many messages: slow down"))
+                self.counters["out_error"] += 1
             return
         try:
             if opcode != OP_TEXT:
                 raise ProtocolError("bad_json", "binary frames are not accepted; send JSON text frames")
             command = commands.parse_command(payload)
+            self.counters["in_" + command.type] += 1
             getattr(self, "_on_" + command.type)(conn, command)
+            self.counters["out_reply"] += 1
         except ProtocolError as error:
             if error.code == "bad_json" and opcode == OP_TEXT:
                 check_text(payload)  # not UTF-8 at all: RFC 6455 says close 1007
+            if command is None:
+                self.counters["in_invalid"] += 1
             self.counters["errors_" + error.code] += 1
+            self.counters["out_error"] += 1
             command_id = command.id if command is not None else error.id
+            # Debug only: a client can earn an error per message, and must not be able to flood the log.
+            log.debug("command error", extra={**_who(conn), "code": error.code, "reason": error.message})
             conn.send(commands.error_frame(command_id, error.code, error.message))
 
     def on_close(self, conn: Connection) -> None:
@@ -150,10 +166,27 @@ class Hub:
         for name in list(conn.channels):
             self._unsubscribe(conn, name)
         self.counters["connections_closed"] += 1
+        # No close frame at all is 1006 (RFC 6455 7.1.5); application codes share one label.
+        code = conn.close_code or 1006
+        self.counters[f"close_{code if code < 3000 else '3000-4999'}"] += 1
+        log.info(
+            "disconnect",
+            extra={
+                **_who(conn),
+                "duration": round(time.monotonic() - conn.opened_at, 3),
+                "code": code,
+                "reason": conn.close_reason,
+                "messages_in": conn.messages_in,
+                "messages_out": conn.messages_out,
+            },
+        )
 
     def _count_slow(self, conn: Connection) -> None:
         self.counters["slow_consumers_closed"] += 1
-        log.warning("closing slow consumer %s (user %s, %s)", conn.id, conn.user, conn.address)
+        log.warning(
+            "slow consumer closed",
+            extra={**_who(conn), "channels": len(conn.channels), "messages_out": conn.messages_out},
+        )
 
     # -- commands --------------------------------------------------------------------------
 
@@ -189,6 +222,7 @@ class Hub:
             history.entries = []  # offsets of another epoch mean nothing here
         result = {"channel": name, "epoch": history.epoch, "offset": history.offset, "recovered": recovered}
         conn.queue(commands.reply_frame(command.id, result))
+        self.counters["out_message"] += len(history.entries)
         for _offset, payload in history.entries:
             conn.queue(encode_frame(payload))
         for offset, frame in backlog:
@@ -268,6 +302,8 @@ class Hub:
         if channel is None:
             return
         frame = encode_frame(payload)
+        # Counted once per message, not per recipient: this loop is the hot path.
+        self.counters["out_message"] += len(channel.subscribers)
         for conn, backlog in tuple(channel.subscribers.items()):
             if backlog is None:
                 conn.enqueue(frame)
@@ -280,6 +316,7 @@ class Hub:
         if channel is None or not channel.announces:
             return
         frame = encode_frame(payload)
+        self.counters["out_presence"] += len(channel.subscribers) - (self.connections.get(skip) in channel.subscribers)
         for conn, backlog in tuple(channel.subscribers.items()):
             if conn.id == skip:
                 continue
@@ -357,10 +394,12 @@ class Hub:
         """Warn a connection whose token is about to expire; close it once it has."""
         if now >= conn.expires:
             conn.queue(commands.error_frame(None, "unauthorized", "token expired"))
+            self.counters["out_error"] += 1
             conn.close(CLOSE_POLICY_VIOLATION, "token expired")
         elif not conn.warned and conn.expires - now <= self.config.token_warning:
             conn.warned = True
             conn.send(commands.token_expiring_frame(conn.expires))
+            self.counters["out_token_expiring"] += 1
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Close every connection with 1001 and wait (up to `timeout`) for the handshakes."""

@@ -61,8 +61,9 @@ PEERS: dict[str, Peer] = {
             "switchboard",
             [GUNICORN, "-c", "gunicorn.conf.py", "wsgi:app"],
             # The per-connection rate limit (100 messages/s by default) would throttle the one
-            # publisher that streams as fast as it can; the peers have no such limit either.
-            env={"PORT": "{port}", "SWITCHBOARD_RATE_MESSAGES": "0"},
+            # publisher that streams as fast as it can, and a log line per connect and disconnect
+            # would be measured as handshake cost; the peers have neither.
+            env={"PORT": "{port}", "SWITCHBOARD_RATE_MESSAGES": "0", "SWITCHBOARD_LOG_LEVEL": "warning"},
         ),
         Peer("switchboard-redis", [PYTHON, "-m", "bench.peers.switchboard_redis", "{port}"]),
         Peer("websockets", [PYTHON, "-m", "bench.peers.websockets_server", "{port}"]),

@@ -44,6 +44,7 @@ def main(port: str) -> int:
         SWITCHBOARD_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
         SWITCHBOARD_WORKERS="2",
         SWITCHBOARD_RATE_MESSAGES="0",
+        SWITCHBOARD_LOG_LEVEL="warning",
     )
     gunicorn = subprocess.Popen([str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"], env=env)
 
