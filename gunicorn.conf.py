@@ -40,7 +40,7 @@ timeout = 30
 graceful_timeout = 10
 
 # Also bounds how long a client may take to send its request headers (slowloris); keep it above 0.
-keepalive = 5
+keepalive = 2
 
 # Gunicorn 27's runtime control socket is one fixed path per user: two instances would fight over
 # it, and nothing here uses it.
