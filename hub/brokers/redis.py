@@ -10,8 +10,9 @@
   This is eventually consistent, as in Centrifugo: a dead worker's members linger up to the TTL.
 - Failures: the listener's lost connection marks the broker unavailable (`problem()`, shown on
   /healthz); it reconnects with backoff and jitter, resubscribes, and re-registers this worker's
-  members; publishes meanwhile fail with `unavailable` rather than vanish. A single failed
-  command is the caller's error, not a verdict on Redis.
+  members; publishes meanwhile fail with `unavailable` rather than vanish. Pub/sub keeps nothing
+  for a listener that was away, so each channel is caught up from history once its SUBSCRIBE is
+  confirmed again. A single failed command is the caller's error, not a verdict on Redis.
 
 Keys (all prefixed `sb:`): `{C}:m` hash (epoch, offset), `{C}:s` stream (history), `{C}:u` hash
 (user -> workers holding it), `{C}:i` hash (user -> info JSON), `w:<id>` set (the channel\0user
@@ -62,7 +63,8 @@ if tonumber(ARGV[3]) > 0 then
   redis.call('EXPIRE', KEYS[2], ARGV[5])
 end
 redis.call('EXPIRE', KEYS[1], ARGV[5])
-redis.call('PUBLISH', KEYS[3], 'm' .. offset .. ' ' .. payload)
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+redis.call('PUBLISH', KEYS[3], 'm' .. offset .. ' ' .. epoch .. ' ' .. payload)
 return offset
 """
 
@@ -149,6 +151,10 @@ class RedisBroker:
         self._reap = self.redis.register_script(_REAP)
         self._hub: Hub | None = None
         self._wanted: dict[str, Event] = {}  # channels with local subscribers -> set once live
+        # channel -> (epoch, offset) of the last message handed to the hub, and the channels to
+        # catch up from history after the listener lost its connection.
+        self._delivered: dict[str, tuple[str, int]] = {}
+        self._stale: set[str] = set()
         self._pubsub: redis.client.PubSub | None = None
         self._listener: gevent.Greenlet | None = None
         self._problem: str | None = _CONNECTING
@@ -206,6 +212,7 @@ class RedisBroker:
             raise BrokerUnavailable(self._problem or "no answer to SUBSCRIBE")
 
     def unlisten(self, channel: str) -> None:
+        self._delivered.pop(channel, None)
         if self._wanted.pop(channel, None) is not None:
             self._send_subscription("unsubscribe", channel)
 
@@ -230,6 +237,8 @@ class RedisBroker:
         while not self._closed:
             pubsub = self.redis.pubsub()
             try:
+                # After a failure, catch up each channel from history as its SUBSCRIBE is confirmed.
+                self._stale = set(self._delivered)
                 pubsub.subscribe(_CONTROL, *(_pubsub_channel(name) for name in self._wanted))
                 self._pubsub = pubsub
                 if self._problem is not None:
@@ -257,17 +266,45 @@ class RedisBroker:
         if kind == "subscribe":
             live = self._wanted.get(name[4:-1]) if name != _CONTROL else None
             if live is not None:
+                if name[4:-1] in self._stale:
+                    self._catch_up(name[4:-1])
                 live.set()
             return
         if kind != "message" or name == _CONTROL:
             return
         channel = name[4:-1]
         data: bytes = message["data"]
-        head, _, payload = data.partition(b" ")
+        head, _, rest = data.partition(b" ")
         if head[:1] == b"m":
-            self._hub.deliver(channel, int(head[1:]), payload)
+            epoch, _, payload = rest.partition(b" ")
+            self._deliver(channel, epoch.decode(), int(head[1:]), payload)
         else:
-            self._hub.announce(channel, payload, head[1:].decode())
+            self._hub.announce(channel, rest, head[1:].decode())
+
+    def _deliver(self, channel: str, epoch: str, offset: int, payload: bytes) -> None:
+        """Hand a message to the hub once: catching up and pub/sub may both bring it."""
+        last = self._delivered.get(channel)
+        if last is not None and last[0] == epoch and offset <= last[1]:
+            return
+        self._delivered[channel] = (epoch, offset)
+        self._hub.deliver(channel, offset, payload)
+
+    def _catch_up(self, channel: str) -> None:
+        """Deliver what was published while this worker could not hear (Redis pub/sub keeps nothing).
+
+        Runs in the listener once the channel's SUBSCRIBE is confirmed, so everything after what
+        history returns arrives by pub/sub, and `_deliver` drops what both bring.
+        """
+        self._stale.discard(channel)
+        epoch, offset = self._delivered[channel]
+        try:
+            history = self.history(channel, offset)
+            if history.epoch != epoch:  # Redis lost its data: all of the new epoch is missed
+                history = self.history(channel, 0)
+        except BrokerUnavailable:
+            return  # the listener is about to find out and reconnect
+        for number, payload in history.entries:
+            self._deliver(channel, history.epoch, number, payload)
 
     def _recover(self) -> None:
         """Back after a failure: tell /healthz, and re-register members this worker holds."""
