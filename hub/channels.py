@@ -12,19 +12,20 @@ PRESENCE_PREFIX = "presence-"
 
 
 class Channel:
-    """Local subscribers, each live (None) or catching up (a backlog), and local member counts."""
+    """Local subscribers, live or catching up, and local member counts."""
 
-    __slots__ = ("name", "announces", "subscribers", "members")
+    __slots__ = ("name", "announces", "subscribers", "catching_up", "members")
 
     def __init__(self, name: str) -> None:
         self.name = name
         # Members are tracked on every channel, but join/leave are pushed only on `presence-`
         # channels: on a broadcast channel with N subscribers they would cost N^2 frames.
         self.announces = name.startswith(PRESENCE_PREFIX)
-        # Insertion-ordered, so fan-out follows subscription order. The value is None once the
-        # subscriber is live; while its history is being read it is a list collecting the
-        # (offset, frame) pairs that arrive meanwhile, so nothing falls in between.
-        self.subscribers: dict[Any, list | None] = {}
+        # Live subscribers (values unused): insertion-ordered, so fan-out follows subscription order.
+        self.subscribers: dict[Any, None] = {}
+        # Subscribers whose history is being read, each with the (offset, frame) pairs that
+        # arrive meanwhile, so nothing falls in between; they turn live when it is sent.
+        self.catching_up: dict[Any, list] = {}
         # user -> [number of this worker's connections of that user, the user's presence info]
         self.members: dict[str, list] = {}
 
