@@ -193,15 +193,15 @@ class Hub:
     def _on_subscribe(self, conn: Connection, command: Command) -> None:
         name = command.channel
         channel = self.channels.get(name)
-        if channel is None:
-            channel = self.channels[name] = Channel(name)
-        if conn in channel.subscribers:
+        if channel is not None and conn in channel.subscribers:
             # Already live: everything since then has been delivered; just say where things stand.
             history = self.broker.history(name, None)
             result = {"channel": name, "epoch": history.epoch, "offset": history.offset, "recovered": True}
             conn.send(commands.reply_frame(command.id, result))
             return
-        self._check_subscribe(conn, command, channel)
+        self._check_subscribe(conn, command)
+        if channel is None:
+            channel = self.channels[name] = Channel(name)
         # Subscribe first, read history second: messages arriving in between wait in the backlog.
         backlog: list = []
         channel.catching_up[conn] = backlog
@@ -233,30 +233,19 @@ class Hub:
         conn.flush()
         self.broker.count(name, len(channel.subscribers))
 
-    def _check_subscribe(self, conn: Connection, command: Command, channel: Channel) -> None:
+    def _check_subscribe(self, conn: Connection, command: Command) -> None:
+        """Refuse a subscription the connection may not have (before any state is touched)."""
         name = command.channel
         if command.token is not None:
-            try:
-                conn.grants.add_channel(name, self.tokens.verify_subscription(command.token, conn.user, name))
-            except ProtocolError:
-                self._forget_if_unused(channel)
-                raise
-        problem = None
+            conn.grants.add_channel(name, self.tokens.verify_subscription(command.token, conn.user, name))
         if len(conn.channels) >= self.config.max_subscriptions:
-            problem = ProtocolError(
+            raise ProtocolError(
                 "too_many_subscriptions", f"at most {self.config.max_subscriptions} channels per connection"
             )
-        elif not conn.grants.may_subscribe(name):
-            problem = ProtocolError(
+        if not conn.grants.may_subscribe(name):
+            raise ProtocolError(
                 "forbidden", f"{name!r} is a protected channel: it needs a grant in your token or a subscription token"
             )
-        if problem is not None:
-            self._forget_if_unused(channel)
-            raise problem
-
-    def _forget_if_unused(self, channel: Channel) -> None:
-        if not channel.subscribers and not channel.catching_up:
-            del self.channels[channel.name]
 
     def _on_refresh(self, conn: Connection, command: Command) -> None:
         """A fresh connection token for the same user, before the old one expires."""
