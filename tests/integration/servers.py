@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -190,6 +191,23 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def flood(publisher: Client, channel: str, until: Callable[[], bool]) -> int:
+    """Publish 4 KB messages numbered from 0, 50 at a time, until `until()`; returns how many.
+
+    At most 20 MB: a client that never reads is cut as a slow consumer long before.
+    """
+    padding, sent = "x" * 4000, 0
+    for _batch in range(100):
+        for _ in range(50):
+            publisher.send({"type": "publish", "channel": channel, "data": {"n": sent, "pad": padding}})
+            sent += 1
+        for _ in range(50):
+            assert publisher.recv()["type"] == "reply"
+        if until():
+            return sent
+    raise AssertionError(f"still not done after {sent} messages of 4 KB")
 
 
 class RawSocket:

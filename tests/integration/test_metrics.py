@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.servers import API_KEY, RawSocket, RedisServer, Server, free_port
+from tests.integration.servers import API_KEY, RawSocket, RedisServer, Server, flood, free_port
 
 
 def get(url: str, key: str | None = API_KEY) -> tuple[int, bytes]:
@@ -139,15 +139,7 @@ def test_two_workers_add_up_to_what_the_clients_did(two_workers):
     next(frames)  # welcome
     stalled.send_frame(b'{"type":"subscribe","channel":"firehose","id":1}')
     next(frames)  # the reply: subscribed everywhere
-    publisher, padding, sent = clients[0], "x" * 4000, 0
-    for _batch in range(100):  # at most 20 MB; the stalled client is cut long before
-        for _ in range(50):
-            publisher.send({"type": "publish", "channel": "firehose", "data": {"n": sent, "pad": padding}})
-            sent += 1
-        for _ in range(50):
-            assert publisher.recv()["type"] == "reply"
-        if scrape(server.url).get("switchboard_slow_consumer_disconnects_total"):
-            break
+    sent = flood(clients[0], "firehose", lambda: scrape(server.url).get("switchboard_slow_consumer_disconnects_total"))
     assert stalled.close_code(timeout=30) in (1008, None)
     stalled.close()
     # (What the firehose delivered depends on when the cut came: not counted here.)
