@@ -21,11 +21,15 @@ CHANNEL_PATTERN = re.compile(r"[A-Za-z0-9_\-=@,.;:]{1,128}")
 COMMAND_TYPES = ("subscribe", "unsubscribe", "publish", "presence", "ping", "refresh")
 
 
-class Command:
-    """A validated client command. `since`/`epoch` only for subscribe, `data` only for publish,
-    `token` for refresh and for a subscription token on subscribe."""
+# An idempotency key is the caller's own id for one publish; bounded like a channel name.
+MAX_IDEMPOTENCY_KEY = 128
 
-    __slots__ = ("type", "id", "channel", "data", "since", "epoch", "token")
+
+class Command:
+    """A validated client command. `since`/`epoch` only for subscribe, `data` and `key` (the
+    idempotency key) only for publish, `token` for refresh and for a subscription token on subscribe."""
+
+    __slots__ = ("type", "id", "channel", "data", "since", "epoch", "token", "key")
 
     def __init__(
         self,
@@ -36,6 +40,7 @@ class Command:
         since: int | None = None,
         epoch: str | None = None,
         token: str | None = None,
+        key: str | None = None,
     ):
         self.type = type
         self.id = id
@@ -44,6 +49,7 @@ class Command:
         self.since = since
         self.epoch = epoch
         self.token = token
+        self.key = key
 
 
 def validate_channel(channel: Any) -> str:
@@ -85,10 +91,20 @@ def parse_command(payload: bytes | str) -> Command:
             raise ProtocolError("bad_command", '"epoch" must be a string')
         if kind == "publish" and "data" not in message:
             raise ProtocolError("bad_command", 'publish needs "data"')
+        key = validate_idempotency_key(message.get("idempotency_key"))
     except ProtocolError as error:
         error.id = command_id
         raise
-    return Command(kind, command_id, channel, message.get("data"), since, epoch, token)
+    return Command(kind, command_id, channel, message.get("data"), since, epoch, token, key)
+
+
+def validate_idempotency_key(key: Any) -> str | None:
+    """None, or a key of 1-128 characters: a retried publish that carries it is delivered once."""
+    if key is not None and (not isinstance(key, str) or not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY):
+        raise ProtocolError(
+            "bad_command", f'"idempotency_key" must be a string of 1 to {MAX_IDEMPOTENCY_KEY} characters'
+        )
+    return key
 
 
 def _frame(value: dict) -> bytes:

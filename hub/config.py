@@ -22,6 +22,8 @@ class Config:
     history_size: int = 100
     # Seconds a channel with no subscribers keeps its history after its last publish.
     history_ttl: float = 300.0
+    # Seconds a publish's idempotency key is remembered: a retry within it is delivered once.
+    idempotency_window: float = 300.0
     # Largest WebSocket message or HTTP publish body, in bytes; bigger frames close with 1009.
     max_message_size: int = 65536
     # Outbound queue limits per connection; passing either closes it as a slow consumer (1008).

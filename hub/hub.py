@@ -267,7 +267,7 @@ class Hub:
     def _on_publish(self, conn: Connection, command: Command) -> None:
         if not conn.grants.may_publish(command.channel, self.config.client_publish):
             raise ProtocolError("forbidden", f"clients may not publish on {command.channel!r}")
-        offset = self.publish(command.channel, command.data, conn.user)
+        offset = self.publish(command.channel, command.data, conn.user, command.key)
         self.counters["publishes_ws"] += 1
         conn.send(commands.reply_frame(command.id, {"channel": command.channel, "offset": offset}))
 
@@ -280,10 +280,14 @@ class Hub:
 
     # -- the operations the HTTP API shares ------------------------------------------------
 
-    def publish(self, name: str, data: Any, sender: str | None = None) -> int:
-        """Store and fan out one message everywhere; returns its offset. Never blocks on a subscriber."""
+    def publish(self, name: str, data: Any, sender: str | None = None, key: str | None = None) -> int:
+        """Store and fan out one message everywhere; returns its offset. Never blocks on a subscriber.
+
+        A publish with an idempotency `key` that the channel saw within the idempotency window
+        delivers nothing and returns the first one's offset: a caller may retry without fear.
+        """
         head, tail = commands.message_parts(validate_channel(name), data, sender)
-        return self.broker.publish(name, head, tail)
+        return self.broker.publish(name, head, tail, key)
 
     def deliver(self, name: str, offset: int, payload: bytes) -> None:
         """A message for local subscribers, from the broker: framed once, queued for each."""

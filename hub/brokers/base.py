@@ -44,8 +44,12 @@ class Broker(Protocol):
     def attach(self, hub: Hub) -> None:
         """Remember the hub to deliver to."""
 
-    def publish(self, channel: str, head: bytes, tail: bytes) -> int:
-        """Assign the next offset, store `head + offset + tail` in history, deliver it everywhere."""
+    def publish(self, channel: str, head: bytes, tail: bytes, key: str | None = None) -> int:
+        """Assign the next offset, store `head + offset + tail` in history, deliver it everywhere.
+
+        With an idempotency `key` already used on `channel` within the window, do nothing and
+        return the offset that publish got.
+        """
 
     def history(self, channel: str, since: int | None, limit: int | None = None) -> History:
         """The channel's epoch and last offset, and with `since`, the messages held after it."""

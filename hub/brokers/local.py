@@ -20,14 +20,16 @@ if TYPE_CHECKING:
 
 
 class _Ring:
-    """One channel's recent messages and its last offset."""
+    """One channel's recent messages, its last offset, and the idempotency keys of its window."""
 
-    __slots__ = ("entries", "last_offset", "last_active")
+    __slots__ = ("entries", "last_offset", "last_active", "keys")
 
     def __init__(self, size: int) -> None:
         self.entries: deque[tuple[int, bytes]] = deque(maxlen=size)
         self.last_offset = 0
         self.last_active = time.monotonic()
+        # idempotency key -> (offset, when it was used), oldest first, so expiry stops early.
+        self.keys: dict[str, tuple[int, float]] = {}
 
 
 class LocalBroker:
@@ -36,6 +38,7 @@ class LocalBroker:
     def __init__(self, config: Config) -> None:
         self._size = config.history_size
         self._ttl = config.history_ttl
+        self._key_window = config.idempotency_window
         # Changes on every start, so a client holding offsets from before knows they are void.
         self.epoch = secrets.token_hex(4)
         self._rings: dict[str, _Ring] = {}
@@ -44,15 +47,23 @@ class LocalBroker:
     def attach(self, hub: Hub) -> None:
         self._hub = hub
 
-    def publish(self, channel: str, head: bytes, tail: bytes) -> int:
+    def publish(self, channel: str, head: bytes, tail: bytes, key: str | None = None) -> int:
         ring = self._rings.get(channel)
         if ring is None:
             ring = self._rings[channel] = _Ring(self._size)
+        now = time.monotonic()
+        if key is not None:
+            seen = ring.keys.get(key)
+            if seen is not None and now - seen[1] < self._key_window:
+                return seen[0]
         offset = ring.last_offset = ring.last_offset + 1
         payload = head + b"%d" % offset + tail
         if self._size:
             ring.entries.append((offset, payload))
-        ring.last_active = time.monotonic()
+        ring.last_active = now
+        if key is not None:
+            ring.keys.pop(key, None)  # re-inserted last, so the dict stays oldest first
+            ring.keys[key] = (offset, now)
         self._hub.deliver(channel, offset, payload)
         return offset
 
@@ -88,11 +99,21 @@ class LocalBroker:
         return local.member_list() if local else []
 
     def maintain(self) -> None:
-        """Forget the history of channels nobody subscribes to once it is older than the TTL."""
-        cutoff = time.monotonic() - self._ttl
+        """Forget expired idempotency keys, and the history of channels nobody subscribes to once
+        it is older than the TTL."""
+        now = time.monotonic()
+        cutoff = now - self._ttl
+        key_cutoff = now - self._key_window
         for name, ring in tuple(self._rings.items()):
-            if ring.last_active < cutoff and name not in self._hub.channels:
+            # A ring also keeps the keys of its last publishes: never drop it before they expire.
+            if ring.last_active < min(cutoff, key_cutoff) and name not in self._hub.channels:
                 del self._rings[name]
+                continue
+            keys = ring.keys
+            for key, (_offset, used) in tuple(keys.items()):
+                if used >= key_cutoff:
+                    break
+                del keys[key]
 
     def problem(self) -> str | None:
         return None

@@ -14,7 +14,8 @@
   for a listener that was away, so each channel is caught up from history once its SUBSCRIBE is
   confirmed again. A single failed command is the caller's error, not a verdict on Redis.
 
-Keys (all prefixed `sb:`): `{C}:m` hash (epoch, offset), `{C}:s` stream (history), `{C}:u` hash
+Keys (all prefixed `sb:`): `{C}:m` hash (epoch, offset), `{C}:s` stream (history), `{C}:k:<key>`
+string (the offset a publish with that idempotency key got, for the window), `{C}:u` hash
 (user -> workers holding it), `{C}:i` hash (user -> info JSON), `w:<id>` set (the channel\0user
 a worker holds), `n:<id>` hash (a worker's subscribers per channel), `workers` sorted set (worker ->
 last heartbeat). Pub/sub channel: `sb:{C}`.
@@ -53,9 +54,15 @@ REDIS_CONNECTIONS = 50
 _CONTROL = "sb:control"
 _CONNECTING = "connecting to redis"  # subscribed always, so the listener has a connection even with no channels
 
-# KEYS: meta, stream, pubsub channel. ARGV: head, tail, history size, epoch if new, ttl seconds.
+# KEYS: meta, stream, pubsub channel, idempotency key. ARGV: head, tail, history size, epoch if
+# new, ttl seconds, "1" when the publish has an idempotency key, the key's window in seconds.
 _PUBLISH = """
+if ARGV[6] == '1' then
+  local seen = redis.call('GET', KEYS[4])
+  if seen then return tonumber(seen) end
+end
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
+if ARGV[6] == '1' then redis.call('SET', KEYS[4], offset, 'EX', ARGV[7]) end
 redis.call('HSETNX', KEYS[1], 'epoch', ARGV[4])
 local payload = ARGV[1] .. offset .. ARGV[2]
 if tonumber(ARGV[3]) > 0 then
@@ -130,6 +137,7 @@ class RedisBroker:
         self._history_size = config.history_size
         self._history_ttl = max(1, int(config.history_ttl))
         self._presence_ttl = config.presence_ttl
+        self._key_window = max(1, int(config.idempotency_window))
         self.worker = os.urandom(6).hex()
         # Fail fast: a publish during an outage should be refused now, not after long retries.
         # A PING on connections idle for 10 s finds a Redis that went away without a word. The
@@ -168,10 +176,11 @@ class RedisBroker:
 
     # -- publishing and history ------------------------------------------------------------
 
-    def publish(self, channel: str, head: bytes, tail: bytes) -> int:
+    def publish(self, channel: str, head: bytes, tail: bytes, key: str | None = None) -> int:
         self._start()
-        keys = [_key(channel, "m"), _key(channel, "s"), _pubsub_channel(channel)]
+        keys = [_key(channel, "m"), _key(channel, "s"), _pubsub_channel(channel), _key(channel, f"k:{key or ''}")]
         args = [head, tail, self._history_size, os.urandom(4).hex(), self._history_ttl]
+        args += ["1" if key is not None else "0", self._key_window]
         try:
             return int(self._publish(keys=keys, args=args))
         except _FAILURES as exc:

@@ -75,3 +75,32 @@ def test_minted_tokens_identify_users(server):
         assert erin.welcome["user"] == "erin" and erin.welcome["info"] == {"color": "blue"}
     status, body = server.api("POST", "/api/tokens", {"ttl": 60})
     assert (status, body["code"]) == (400, "bad_request")
+
+
+def test_a_retried_publish_with_an_idempotency_key_is_delivered_once(server):
+    with server.client() as reader, server.client() as writer:
+        reader.command("subscribe", channel="payments")
+        first = {"channel": "payments", "data": {"payment": 1}, "idempotency_key": "payment-1"}
+        answers = [server.api("POST", "/api/publish", first) for _ in range(5)]
+        assert {status for status, _ in answers} == {200}
+        offset = answers[0][1]["offset"]
+        assert {body["offset"] for _, body in answers} == {offset}
+        # The same key over the WebSocket is the same publish; another key is another.
+        again = writer.command("publish", channel="payments", data={"payment": 1}, idempotency_key="payment-1")
+        assert again["result"]["offset"] == offset
+        other = writer.command("publish", channel="payments", data={"payment": 2}, idempotency_key="payment-2")
+        assert other["result"]["offset"] == offset + 1
+        # A key belongs to its channel: elsewhere it is new.
+        status, elsewhere = server.api("POST", "/api/publish", {**first, "channel": "refunds"})
+        assert status == 200 and elsewhere["offset"] == 1
+        server.api("POST", "/api/publish", {"channel": "payments", "data": "last"})
+        assert [m["data"] for m in reader.messages(3)] == [{"payment": 1}, {"payment": 2}, "last"]
+
+
+def test_an_idempotency_key_must_be_a_short_string(server):
+    for key in (7, "", "k" * 129):
+        status, body = server.api("POST", "/api/publish", {"channel": "c", "data": 1, "idempotency_key": key})
+        assert status == 400 and body["code"] == "bad_command" and "idempotency_key" in body["message"]
+    with server.client() as client:
+        reply = client.command("publish", channel="c", data=1, idempotency_key=["no"])
+        assert reply["type"] == "error" and reply["code"] == "bad_command"
