@@ -19,7 +19,7 @@ from flask import Blueprint, Response, g, request
 
 from handlers import current_hub
 from hub import ProtocolError
-from hub.commands import validate_channel, validate_idempotency_key
+from hub.commands import validate_channel, validate_event, validate_idempotency_key
 
 log = logging.getLogger("switchboard.api")
 
@@ -102,8 +102,9 @@ def publish():
     if "channel" not in body or "data" not in body:
         raise ProtocolError("bad_request", 'body needs "channel" and "data"')
     key = validate_idempotency_key(body.get("idempotency_key"))
+    event = validate_event(body.get("event"))
     hub = current_hub()
-    offset = hub.publish(body["channel"], body["data"], key=key)
+    offset = hub.publish(body["channel"], body["data"], key=key, event=event)
     hub.counters["publishes_http"] += 1
     return _json({"channel": body["channel"], "offset": offset})
 

@@ -58,13 +58,13 @@ def websocket():
         _log_refusal(error.code, error.message)
         refusal = error
     if refusal is not None:
-        return _upgrade(lambda conn: hub.refuse(conn, refusal), identity)
-    return _upgrade(hub.serve, identity)
+        return upgrade(lambda conn: hub.native.refuse(conn, refusal), identity)
+    return upgrade(hub.native.serve, identity)
 
 
 @bp.route("/ws/echo", websocket=True)
 def echo():
-    return _upgrade(current_hub().serve_echo, ANONYMOUS)
+    return upgrade(current_hub().serve_echo, ANONYMOUS)
 
 
 def _log_refusal(code: str, reason: str) -> None:
@@ -77,7 +77,17 @@ def _refuse(code: str, message: str, status: int) -> Response:
     return error_response(code, message, status)
 
 
-def _upgrade(run: Callable[[Connection], None], identity: Identity):
+def upgrade(
+    run: Callable[[Connection], None],
+    identity: Identity,
+    subprotocol: str | None = None,
+    client_id: str | None = None,
+):
+    """Answer the handshake on Gunicorn's socket and run the connection in a greenlet of its own.
+
+    Every WebSocket route of every protocol comes through here: `subprotocol` is the one the
+    route agreed to (GraphQL's), `client_id` an id of the protocol's own shape (Pusher's).
+    """
     environ = request.environ
     if (
         "websocket" not in environ.get("HTTP_UPGRADE", "").lower()
@@ -106,12 +116,13 @@ def _upgrade(run: Callable[[Connection], None], identity: Identity):
     if sock is None:
         return error_response("not_supported", "WebSockets need Gunicorn's gevent worker (see gunicorn.conf.py)", 500)
 
+    agreed = b"Sec-WebSocket-Protocol: " + subprotocol.encode("ascii") + b"\r\n" if subprotocol else b""
     sock.sendall(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Accept: " + accept_key(key).encode("ascii") + b"\r\n\r\n"
+        b"Sec-WebSocket-Accept: " + accept_key(key).encode("ascii") + b"\r\n" + agreed + b"\r\n"
     )
     # Take the descriptor away from Gunicorn: it closes its socket object when this request ends.
     client = gsocket.socket(fileno=sock.detach())
-    conn = hub.open(client, identity, address=request.remote_addr or "")
+    conn = hub.open(client, identity, address=request.remote_addr or "", client_id=client_id)
     gevent.spawn(run, conn)
     return _SocketTakenOver()

@@ -23,13 +23,16 @@ COMMAND_TYPES = ("subscribe", "unsubscribe", "publish", "presence", "ping", "ref
 
 # An idempotency key is the caller's own id for one publish; bounded like a channel name.
 MAX_IDEMPOTENCY_KEY = 128
+# An event name (as Pusher's protocol names messages), bounded as Pusher bounds it.
+MAX_EVENT_NAME = 200
 
 
 class Command:
-    """A validated client command. `since`/`epoch` only for subscribe, `data` and `key` (the
-    idempotency key) only for publish, `token` for refresh and for a subscription token on subscribe."""
+    """A validated client command. `since`/`epoch` only for subscribe; `data`, `key` (the
+    idempotency key) and `event` only for publish; `token` for refresh and for a subscription
+    token on subscribe."""
 
-    __slots__ = ("type", "id", "channel", "data", "since", "epoch", "token", "key")
+    __slots__ = ("type", "id", "channel", "data", "since", "epoch", "token", "key", "event")
 
     def __init__(
         self,
@@ -41,6 +44,7 @@ class Command:
         epoch: str | None = None,
         token: str | None = None,
         key: str | None = None,
+        event: str | None = None,
     ):
         self.type = type
         self.id = id
@@ -50,6 +54,7 @@ class Command:
         self.epoch = epoch
         self.token = token
         self.key = key
+        self.event = event
 
 
 def validate_channel(channel: Any) -> str:
@@ -92,10 +97,11 @@ def parse_command(payload: bytes | str) -> Command:
         if kind == "publish" and "data" not in message:
             raise ProtocolError("bad_command", 'publish needs "data"')
         key = validate_idempotency_key(message.get("idempotency_key"))
+        event = validate_event(message.get("event"))
     except ProtocolError as error:
         error.id = command_id
         raise
-    return Command(kind, command_id, channel, message.get("data"), since, epoch, token, key)
+    return Command(kind, command_id, channel, message.get("data"), since, epoch, token, key, event)
 
 
 def validate_idempotency_key(key: Any) -> str | None:
@@ -105,6 +111,13 @@ def validate_idempotency_key(key: Any) -> str | None:
             "bad_command", f'"idempotency_key" must be a string of 1 to {MAX_IDEMPOTENCY_KEY} characters'
         )
     return key
+
+
+def validate_event(event: Any) -> str | None:
+    """None, or an event name of 1-200 characters that a message carries to every protocol."""
+    if event is not None and (not isinstance(event, str) or not 1 <= len(event) <= MAX_EVENT_NAME):
+        raise ProtocolError("bad_command", f'"event" must be a string of 1 to {MAX_EVENT_NAME} characters')
+    return event
 
 
 def _frame(value: dict) -> bytes:
@@ -132,14 +145,16 @@ def member_payload(kind: str, channel: str, member: dict) -> bytes:
     return orjson.dumps({"type": kind, "channel": channel, "member": member})
 
 
-def message_parts(channel: str, data: Any, sender: str | None) -> tuple[bytes, bytes]:
+def message_parts(channel: str, data: Any, sender: str | None, event: str | None = None) -> tuple[bytes, bytes]:
     """A message push as the JSON before and after its offset.
 
     The broker that assigns the offset (this process, or a script inside Redis) joins
-    `head + offset + tail`, so a publish is encoded once for the whole cluster.
+    `head + offset + tail`, so a publish is encoded once for the whole cluster. `"event"` is
+    there only when the publisher named one.
     """
+    fields = {"data": data, "from": sender} if event is None else {"event": event, "data": data, "from": sender}
     try:
-        tail = orjson.dumps({"data": data, "from": sender})
+        tail = orjson.dumps(fields)
     except orjson.JSONEncodeError as exc:
         raise ProtocolError("bad_json", f"data cannot be encoded: {exc}") from None
     head = b'{"type":"message","channel":' + orjson.dumps(channel) + b',"offset":'

@@ -102,7 +102,7 @@ class Connection:
     """A client socket after the handshake, with who it is and what it subscribed to."""
 
     __slots__ = (
-        "id", "user", "info", "address", "channels", "grants", "expires", "warned", "bucket",
+        "id", "user", "info", "address", "subscriptions", "session", "grants", "expires", "warned", "bucket",
         "sock", "scheduled", "closing", "closed",
         "close_code", "close_reason", "last_seen", "opened_at", "messages_in", "messages_out",
         "_raw", "_flusher", "_meter", "_pending", "_pending_bytes", "_max_messages", "_max_bytes",
@@ -126,7 +126,10 @@ class Connection:
         self.user = user
         self.info = info
         self.address = address
-        self.channels: set[str] = set()
+        # Its subscriptions by the protocol's key for each (a channel name, a GraphQL id), and the
+        # protocol session reading it: both set by the hub.
+        self.subscriptions: dict[Any, Any] = {}
+        self.session: Any = None
         # What the connection may do, until when, and how fast: set by the hub.
         self.grants = NO_GRANTS
         self.expires: float | None = None

@@ -1,9 +1,11 @@
 """The hub: channels, fan-out and presence for the connections of one worker.
 
-Everything a command can do happens here, in plain Python with no Flask and no socket: the
-handlers hand it connections and HTTP calls, and it answers by queueing frames on connections.
-Offsets, history and cluster-wide presence belong to the broker (in-process or Redis); the broker
-hands every message back through `deliver`, where it is framed once for all local subscribers.
+Everything a client can do happens here, in plain Python with no Flask and no socket, and in no
+protocol's words: each protocol's session (hub/native.py for `/ws`, and the others) turns its
+messages into these calls and frames the answers, and each protocol's codec frames what channels
+carry. Offsets, history and cluster-wide presence belong to the broker (in-process or Redis); the
+broker hands every message back through `deliver`, where each codec on the channel frames it once
+for all of its local subscribers.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import secrets
 import socket
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import gevent
@@ -21,19 +24,15 @@ from hub import commands
 from hub.auth import Identity, TokenAuthority
 from hub.brokers import Broker, make_broker
 from hub.channels import Channel
-from hub.commands import Command, validate_channel
+from hub.codecs import Announcement, Codec, Publication, Subscriber, Subscription
+from hub.commands import validate_channel
 from hub.config import Config
-from hub.connection import Connection, Flusher, check_text
+from hub.connection import Connection, Flusher
 from hub.errors import ProtocolError
-from hub.frames import (
-    CLOSE_GOING_AWAY,
-    CLOSE_POLICY_VIOLATION,
-    OP_PING,
-    OP_TEXT,
-    FrameParser,
-    encode_frame,
-)
+from hub.frames import CLOSE_POLICY_VIOLATION, OP_PING, FrameParser, encode_frame
 from hub.limits import TokenBucket
+from hub.native import NativeSession
+from hub.session import Echo, Session
 
 log = logging.getLogger("switchboard.hub")
 
@@ -59,6 +58,8 @@ class Hub:
         self.counters: Counter[str] = Counter()
         self.flusher = Flusher()
         self._maintenance: gevent.Greenlet | None = None
+        self.native = NativeSession(self)
+        self.echo = Echo(self.counters)
 
     # -- connections -----------------------------------------------------------------------
 
@@ -72,9 +73,14 @@ class Hub:
         if per_address and self._per_address.get(address, 0) >= per_address:
             raise ProtocolError("too_many_connections", f"at most {per_address} connections per client address")
 
-    def open(self, sock: socket.socket, identity: Identity, address: str = "") -> Connection:
-        """Adopt a socket whose handshake is done and greet it; `serve` must run next."""
-        client_id = secrets.token_urlsafe(9)
+    def open(
+        self, sock: socket.socket, identity: Identity, address: str = "", client_id: str | None = None
+    ) -> Connection:
+        """Adopt a socket whose handshake is done; a session's `serve` must run next.
+
+        `client_id` is for protocols whose clients expect ids of their own shape (Pusher's).
+        """
+        client_id = client_id or secrets.token_urlsafe(9)
         conn = Connection(
             sock,
             self.flusher,
@@ -86,8 +92,7 @@ class Hub:
             max_bytes=self.config.send_queue_bytes,
             on_slow=self._count_slow,
         )
-        conn.grants = identity.grants()
-        conn.expires = identity.expires
+        self.authenticate(conn, identity)
         if self.config.rate_messages:
             rate_bytes = max(self.config.rate_bytes, self.config.max_message_size)
             conn.bucket = TokenBucket(self.config.rate_messages, rate_bytes)
@@ -98,73 +103,49 @@ class Hub:
         self._start_maintenance()
         return conn
 
-    def serve(self, conn: Connection) -> None:
-        """Run a `/ws` connection until it ends (call in the connection's own greenlet)."""
-        conn.send(commands.welcome_frame(conn.id, conn.user, conn.info))
-        self.counters["out_welcome"] += 1
+    def authenticate(self, conn: Connection, identity: Identity) -> None:
+        """Give a connection what its token grants (at the handshake, or in a protocol's own
+        first message, as GraphQL's `connection_init` carries it)."""
+        if identity.user is not None:
+            conn.user, conn.info = identity.user, identity.info
+        conn.grants = identity.grants()
+        conn.expires, conn.warned = identity.expires, False
+
+    def serve(self, conn: Connection, session: Session) -> None:
+        """Read a connection until it ends, handing its messages to `session` (call in the
+        connection's own greenlet)."""
+        conn.session = session
         if conn.expires is not None:
             self._check_expiry(conn, time.time())
-        conn.serve(FrameParser(self.config.max_message_size), self.on_message, self.on_close)
+        conn.serve(FrameParser(self.config.max_message_size), session.on_message, self.on_close)
 
     def serve_echo(self, conn: Connection) -> None:
         """Run a `/ws/echo` connection: every message comes straight back."""
-        conn.serve(FrameParser(self.config.max_message_size), self._echo, self.on_close)
+        self.serve(conn, self.echo)
 
-    def refuse(self, conn: Connection, error: ProtocolError) -> None:
-        """Tell a client why it may not stay (say, an expired token), then close with 1008."""
-        conn.queue(commands.error_frame(None, error.code, error.message))
-        self.counters["out_error"] += 1
-        conn.close(CLOSE_POLICY_VIOLATION, error.message)
-        conn.serve(FrameParser(self.config.max_message_size), self._echo, self.on_close)
-
-    def _echo(self, conn: Connection, opcode: int, payload: bytes) -> None:
-        self.counters["in_echo"] += 1
-        if opcode == OP_TEXT:
-            check_text(payload)
-        conn.send(encode_frame(payload, opcode))
-
-    def on_message(self, conn: Connection, opcode: int, payload: bytes) -> None:
-        """One client message: run the command, or answer with the error it earned."""
-        command = None
+    def within_rate(self, conn: Connection, size: int) -> bool:
+        """Spend one message of the connection's rate; False when over it. Sustained abuse (over a
+        second's worth refused in a row) also closes the connection with 1008."""
         bucket = conn.bucket
-        if bucket is not None and not bucket.take(len(payload)):
-            self.counters["in_rate_limited"] += 1
-            self.counters["errors_rate_limited"] += 1
-            if bucket.refused > self.config.rate_messages:
-                # More than a second's worth refused in a row: not a burst, abuse.
-                self.counters["closed_for_abuse"] += 1
-                conn.close(CLOSE_POLICY_VIOLATION, "rate limit exceeded repeatedly")
-            else:
-                conn.send(commands.error_frame(None, "rate_limited", "too many messages: slow down"))
-                self.counters["out_error"] += 1
-            return
-        try:
-            if opcode != OP_TEXT:
-                raise ProtocolError("bad_json", "binary frames are not accepted; send JSON text frames")
-            command = commands.parse_command(payload)
-            self.counters["in_" + command.type] += 1
-            getattr(self, "_on_" + command.type)(conn, command)
-            self.counters["out_reply"] += 1
-        except ProtocolError as error:
-            if error.code == "bad_json" and opcode == OP_TEXT:
-                check_text(payload)  # not UTF-8 at all: RFC 6455 says close 1007
-            if command is None:
-                self.counters["in_invalid"] += 1
-            self.counters["errors_" + error.code] += 1
-            self.counters["out_error"] += 1
-            command_id = command.id if command is not None else error.id
-            # Debug only: a client can earn an error per message, and must not be able to flood the log.
-            log.debug("command error", extra={**_who(conn), "code": error.code, "reason": error.message})
-            conn.send(commands.error_frame(command_id, error.code, error.message))
+        if bucket is None or bucket.take(size):
+            return True
+        self.counters["in_rate_limited"] += 1
+        self.counters["errors_rate_limited"] += 1
+        if bucket.refused > self.config.rate_messages:
+            self.counters["closed_for_abuse"] += 1
+            conn.close(CLOSE_POLICY_VIOLATION, "rate limit exceeded repeatedly")
+        return False
 
     def on_close(self, conn: Connection) -> None:
-        """Forget a connection: leave every channel (pushing `leave` where it was the last tab)."""
+        """Forget a connection: undo every subscription (pushing `leave` where it was the last tab)."""
         self.connections.pop(conn.id, None)
         remaining = self._per_address.pop(conn.address, 1) - 1
         if remaining:
             self._per_address[conn.address] = remaining
-        for name in list(conn.channels):
-            self._unsubscribe(conn, name)
+        for key in list(conn.subscriptions):
+            self.unsubscribe(conn, key)
+        if conn.session is not None:
+            conn.session.closed(conn)
         self.counters["connections_closed"] += 1
         # No close frame at all is 1006 (RFC 6455 7.1.5); application codes share one label.
         code = conn.close_code or 1006
@@ -185,138 +166,191 @@ class Hub:
         self.counters["slow_consumers_closed"] += 1
         log.warning(
             "slow consumer closed",
-            extra={**_who(conn), "channels": len(conn.channels), "messages_out": conn.messages_out},
+            extra={**_who(conn), "channels": len(conn.subscriptions), "messages_out": conn.messages_out},
         )
 
-    # -- commands --------------------------------------------------------------------------
+    # -- subscriptions ---------------------------------------------------------------------
 
-    def _on_subscribe(self, conn: Connection, command: Command) -> None:
-        name = command.channel
+    def subscribe(
+        self,
+        conn: Connection,
+        key: Any,
+        name: str,
+        codec: Codec,
+        subscriber: Subscriber,
+        since: int | None = None,
+        epoch: str | None = None,
+        reply: Callable[[dict], None] | None = None,
+        *,
+        member: dict | None = None,
+        strict: bool = False,
+    ) -> dict | None:
+        """Subscribe `subscriber` (the connection, or a protocol's subscription on it) to `name`.
+
+        `key` names the subscription on the connection (a channel name, a GraphQL id). With
+        `since`, the messages held after that offset are replayed first, framed by `codec`, and
+        nothing falls between them and the live ones. `reply(result)` runs before the replay, so
+        a protocol can queue its answer ahead of it; `result` is `{"epoch", "offset",
+        "recovered"}`. `strict` refuses (`unrecoverable`) rather than replay with a gap.
+        `member` is who the subscription makes present: the connection's user by default.
+        Returns the result, or None if the connection went away while the broker answered.
+        """
+        self.check_subscribe(conn, name)
         channel = self.channels.get(name)
-        if channel is not None and conn in channel.subscribers:
-            # Already live: everything since then has been delivered; just say where things stand.
-            history = self.broker.history(name, None)
-            result = {"channel": name, "epoch": history.epoch, "offset": history.offset, "recovered": True}
-            conn.send(commands.reply_frame(command.id, result))
-            return
-        self._check_subscribe(conn, command)
         if channel is None:
             channel = self.channels[name] = Channel(name)
         # Subscribe first, read history second: messages arriving in between wait in the backlog.
         backlog: list = []
-        channel.catching_up[conn] = backlog
+        channel.catching_up[subscriber] = backlog
         try:
             self.broker.listen(name)
-            history = self.broker.history(name, command.since)
+            history = self.broker.history(name, since)
         except ProtocolError:
-            self._drop_subscriber(channel, conn)
+            self._drop_subscriber(channel, codec, subscriber)
             raise
-        if channel.catching_up.get(conn) is not backlog:
-            return  # the connection went away while the broker answered
-        # Be a member before the reply, so whoever hears the reply can see us.
-        if channel.add_member(conn.user, conn.info):
-            self.broker.join(name, {"user": conn.user, "info": conn.info}, conn.id)
-        recovered = history.complete and (command.epoch is None or command.epoch == history.epoch)
-        if command.epoch is not None and command.epoch != history.epoch:
-            history.entries = []  # offsets of another epoch mean nothing here
-        result = {"channel": name, "epoch": history.epoch, "offset": history.offset, "recovered": recovered}
-        conn.queue(commands.reply_frame(command.id, result))
-        self.counters["out_message"] += len(history.entries)
-        for _offset, payload in history.entries:
-            conn.queue(encode_frame(payload))
-        for offset, frame in backlog:
-            if offset > history.offset or offset == 0:
-                conn.queue(frame)
-        del channel.catching_up[conn]
-        channel.subscribers[conn] = None
-        conn.channels.add(name)
-        conn.flush()
-        self.broker.count(name, len(channel.subscribers))
-
-    def _check_subscribe(self, conn: Connection, command: Command) -> None:
-        """Refuse a subscription the connection may not have (before any state is touched)."""
-        name = command.channel
-        if command.token is not None:
-            conn.grants.add_channel(name, self.tokens.verify_subscription(command.token, conn.user, name))
-        if len(conn.channels) >= self.config.max_subscriptions:
+        if channel.catching_up.get(subscriber) is not backlog:
+            return None  # the connection went away while the broker answered
+        recovered = history.complete and (epoch is None or epoch == history.epoch)
+        if strict and since is not None and not recovered:
+            self._drop_subscriber(channel, codec, subscriber)
             raise ProtocolError(
-                "too_many_subscriptions", f"at most {self.config.max_subscriptions} channels per connection"
+                "unrecoverable",
+                f"{name!r} no longer holds every message after offset {since} of epoch {epoch}: "
+                "subscribe without a position and reload what is missing",
+            )
+        if epoch is not None and epoch != history.epoch:
+            history.entries = []  # offsets of another epoch mean nothing here
+        # Be a member before the reply, so whoever hears the reply can see us.
+        member = member or {"user": conn.user, "info": conn.info}
+        if channel.add_member(member["user"], member["info"]):
+            self.broker.join(name, member, conn.id)
+        result = {"epoch": history.epoch, "offset": history.offset, "recovered": recovered}
+        if reply is not None:
+            reply(result)
+        self.counters["out_message"] += len(history.entries)
+        for offset, payload in history.entries:
+            subscriber.queue(codec.message_frame(Publication(name, offset, payload)))
+        for item in backlog:
+            if isinstance(item, Publication):
+                if item.offset > history.offset and item.exclude != conn.id:
+                    subscriber.queue(codec.message_frame(item))
+            elif item.skip != conn.id:
+                frame = codec.member_frame(item)
+                if frame is not None:
+                    subscriber.queue(frame)
+        del channel.catching_up[subscriber]
+        channel.add_subscriber(codec, subscriber)
+        conn.subscriptions[key] = Subscription(name, codec, subscriber, member)
+        conn.flush()
+        self.broker.count(name)
+        return result
+
+    def check_subscribe(self, conn: Connection, name: str) -> None:
+        """Refuse a subscription the connection may not have (before any state is touched)."""
+        validate_channel(name)
+        if len(conn.subscriptions) >= self.config.max_subscriptions:
+            raise ProtocolError(
+                "too_many_subscriptions", f"at most {self.config.max_subscriptions} subscriptions per connection"
             )
         if not conn.grants.may_subscribe(name):
             raise ProtocolError(
                 "forbidden", f"{name!r} is a protected channel: it needs a grant in your token or a subscription token"
             )
 
-    def _on_refresh(self, conn: Connection, command: Command) -> None:
-        """A fresh connection token for the same user, before the old one expires."""
-        identity = self.tokens.verify(command.token)
+    def unsubscribe(self, conn: Connection, key: Any) -> bool:
+        """End one of the connection's subscriptions; False if it had none under `key`."""
+        subscription = conn.subscriptions.pop(key, None)
+        if subscription is None:
+            return False
+        name = subscription.channel
+        channel = self.channels.get(name)
+        if channel is None:
+            return True
+        user = subscription.member["user"]
+        member = channel.remove_member(user)
+        self._drop_subscriber(channel, subscription.codec, subscription.subscriber)
+        self.broker.count(name)
+        if member is not None:
+            self.broker.leave(name, member)
+        return True
+
+    def _drop_subscriber(self, channel: Channel, codec: Codec, subscriber: Subscriber) -> None:
+        """Forget a subscriber; the last one out tells the broker and drops the channel here."""
+        channel.remove_subscriber(codec, subscriber)
+        channel.catching_up.pop(subscriber, None)
+        if channel.is_empty():
+            del self.channels[channel.name]
+            self.broker.unlisten(channel.name)
+
+    def refresh(self, conn: Connection, token: str) -> float | None:
+        """Take a fresh connection token for the same user, before the old one expires; returns
+        its expiry. Grants from subscription tokens are kept."""
+        identity = self.tokens.verify(token)
         if identity.user != conn.user:
             raise ProtocolError("forbidden", "a refreshed token must be for the same user")
         subscription_grants = conn.grants.channels
-        conn.grants = identity.grants()
+        self.authenticate(conn, identity)
         conn.grants.channels = subscription_grants
-        conn.expires, conn.warned = identity.expires, False
-        conn.send(commands.reply_frame(command.id, {"expires": identity.expires}))
+        return identity.expires
 
-    def _on_unsubscribe(self, conn: Connection, command: Command) -> None:
-        if command.channel not in conn.channels:
-            raise ProtocolError("not_subscribed", f"not subscribed to {command.channel!r}")
-        self._unsubscribe(conn, command.channel)
-        conn.send(commands.reply_frame(command.id, {"channel": command.channel}))
+    # -- the operations every protocol and the HTTP API share ------------------------------
 
-    def _on_publish(self, conn: Connection, command: Command) -> None:
-        if not conn.grants.may_publish(command.channel, self.config.client_publish):
-            raise ProtocolError("forbidden", f"clients may not publish on {command.channel!r}")
-        offset = self.publish(command.channel, command.data, conn.user, command.key)
-        self.counters["publishes_ws"] += 1
-        conn.send(commands.reply_frame(command.id, {"channel": command.channel, "offset": offset}))
-
-    def _on_presence(self, conn: Connection, command: Command) -> None:
-        members = self.presence(command.channel)
-        conn.send(commands.reply_frame(command.id, {"channel": command.channel, "members": members}))
-
-    def _on_ping(self, conn: Connection, command: Command) -> None:
-        conn.send(commands.reply_frame(command.id, {"pong": True}))
-
-    # -- the operations the HTTP API shares ------------------------------------------------
-
-    def publish(self, name: str, data: Any, sender: str | None = None, key: str | None = None) -> int:
+    def publish(
+        self,
+        name: str,
+        data: Any,
+        sender: str | None = None,
+        key: str | None = None,
+        event: str | None = None,
+        exclude: str = "",
+    ) -> int:
         """Store and fan out one message everywhere; returns its offset. Never blocks on a subscriber.
 
         A publish with an idempotency `key` that the channel saw within the idempotency window
         delivers nothing and returns the first one's offset: a caller may retry without fear.
+        `event` names the message (Pusher's event names); `exclude` is a connection id that is
+        not sent this message (Pusher's `socket_id`, and a client event's sender).
         """
-        head, tail = commands.message_parts(validate_channel(name), data, sender)
-        return self.broker.publish(name, head, tail, key)
+        head, tail = commands.message_parts(validate_channel(name), data, sender, event)
+        return self.broker.publish(name, head, tail, key, exclude)
 
-    def deliver(self, name: str, offset: int, payload: bytes) -> None:
-        """A message for local subscribers, from the broker: framed once, queued for each."""
+    def deliver(self, name: str, offset: int, payload: bytes, exclude: str = "") -> None:
+        """A message for local subscribers, from the broker: framed once per codec, queued for each."""
         channel = self.channels.get(name)
         if channel is None:
             return
-        frame = encode_frame(payload)
-        # Counted once per message, not per recipient: this loop is the hot path, and it
-        # allocates nothing per subscriber (a tuple per subscriber here cost 2x in garbage
-        # collection on bursts to 5,000).
-        self.counters["out_message"] += len(channel.subscribers)
-        for conn in tuple(channel.subscribers):
-            conn.enqueue(frame)
+        publication = Publication(name, offset, payload, exclude)
+        # The hot path: it allocates nothing per subscriber (a tuple per subscriber here cost 2x
+        # in garbage collection on bursts to 5,000), and counts once per codec, not per recipient.
+        for codec, subscribers in channel.codecs.items():
+            frame = codec.message_frame(publication)
+            self.counters["out_message"] += len(subscribers)
+            if exclude:
+                for subscriber in tuple(subscribers):
+                    if subscriber.id != exclude:
+                        subscriber.enqueue(frame)
+            else:
+                for subscriber in tuple(subscribers):
+                    subscriber.enqueue(frame)
         for backlog in channel.catching_up.values():
-            backlog.append((offset, frame))
+            backlog.append(publication)
 
     def announce(self, name: str, payload: bytes, skip: str) -> None:
-        """A join or leave, from the broker, for local subscribers of a presence- channel."""
+        """A join or leave, from the broker: framed once per codec that pushes it on this channel."""
         channel = self.channels.get(name)
-        if channel is None or not channel.announces:
+        if channel is None:
             return
-        frame = encode_frame(payload)
-        for conn in tuple(channel.subscribers):
-            if conn.id != skip:
-                conn.enqueue(frame)
-                self.counters["out_presence"] += 1
-        for conn, backlog in channel.catching_up.items():
-            if conn.id != skip:
-                backlog.append((0, frame))
+        announcement = Announcement(name, payload, skip)
+        for codec, subscribers in channel.codecs.items():
+            frame = codec.member_frame(announcement)
+            if frame is None:
+                continue
+            for subscriber in tuple(subscribers):
+                if subscriber.id != skip:
+                    subscriber.enqueue(frame)
+                    self.counters["out_presence"] += 1
+        for backlog in channel.catching_up.values():
+            backlog.append(announcement)
 
     def presence(self, name: str) -> list[dict]:
         return self.broker.members(validate_channel(name))
@@ -332,28 +366,10 @@ class Hub:
 
     def local_channel_counts(self) -> dict[str, int]:
         """Channels with at least one subscriber on this worker, and how many."""
-        return {name: len(channel.subscribers) for name, channel in self.channels.items() if channel.subscribers}
+        counts = {name: channel.subscriber_count() for name, channel in self.channels.items()}
+        return {name: count for name, count in counts.items() if count}
 
     # -- internals -------------------------------------------------------------------------
-
-    def _unsubscribe(self, conn: Connection, name: str) -> None:
-        conn.channels.discard(name)
-        channel = self.channels.get(name)
-        if channel is None or conn not in channel.subscribers:
-            return
-        member = channel.remove_member(conn.user)
-        self._drop_subscriber(channel, conn)
-        self.broker.count(name, len(channel.subscribers))
-        if member is not None:
-            self.broker.leave(name, member)
-
-    def _drop_subscriber(self, channel: Channel, conn: Connection) -> None:
-        """Forget a subscriber; the last one out tells the broker and drops the channel here."""
-        channel.subscribers.pop(conn, None)
-        channel.catching_up.pop(conn, None)
-        if not channel.subscribers and not channel.catching_up:
-            del self.channels[channel.name]
-            self.broker.unlisten(channel.name)
 
     def _start_maintenance(self) -> None:
         if self._maintenance is None:
@@ -379,23 +395,22 @@ class Hub:
 
     def _check_expiry(self, conn: Connection, now: float) -> None:
         """Warn a connection whose token is about to expire; close it once it has."""
+        if conn.session is None or conn.closing:
+            return
         if now >= conn.expires:
-            conn.queue(commands.error_frame(None, "unauthorized", "token expired"))
-            self.counters["out_error"] += 1
-            conn.close(CLOSE_POLICY_VIOLATION, "token expired")
+            conn.session.token_expired(conn)
         elif not conn.warned and conn.expires - now <= self.config.token_warning:
             conn.warned = True
-            conn.send(commands.token_expiring_frame(conn.expires))
-            self.counters["out_token_expiring"] += 1
+            conn.session.token_expiring(conn)
 
     def shutdown(self, timeout: float = 5.0) -> None:
-        """Close every connection with 1001 and wait (up to `timeout`) for the handshakes."""
+        """Tell every connection the server is going away and wait (up to `timeout`) for the closes."""
         if self._maintenance is not None:
             self._maintenance.kill(block=False)
             self._maintenance = None
         connections = tuple(self.connections.values())
         for conn in connections:
-            conn.close(CLOSE_GOING_AWAY, "server shutting down")
+            (conn.session or self.native).going_away(conn)
         deadline = time.monotonic() + timeout
         for conn in connections:
             if not conn.wait_closed(max(0.0, deadline - time.monotonic())):

@@ -44,8 +44,9 @@ class Broker(Protocol):
     def attach(self, hub: Hub) -> None:
         """Remember the hub to deliver to."""
 
-    def publish(self, channel: str, head: bytes, tail: bytes, key: str | None = None) -> int:
-        """Assign the next offset, store `head + offset + tail` in history, deliver it everywhere.
+    def publish(self, channel: str, head: bytes, tail: bytes, key: str | None = None, exclude: str = "") -> int:
+        """Assign the next offset, store `head + offset + tail` in history, deliver it everywhere
+        except to the connection `exclude` names.
 
         With an idempotency `key` already used on `channel` within the window, do nothing and
         return the offset that publish got.
@@ -66,8 +67,8 @@ class Broker(Protocol):
     def leave(self, channel: str, member: dict) -> None:
         """A user's last connection on this worker left; announce if it was the last anywhere."""
 
-    def count(self, channel: str, subscribers: int) -> None:
-        """How many subscribers `channel` now has on this worker, for `channel_counts`."""
+    def count(self, channel: str) -> None:
+        """The number of this worker's subscribers on `channel` changed (for `channel_counts`)."""
 
     def channel_counts(self) -> dict[str, int]:
         """Subscribers per channel across every worker (channels with none are left out)."""

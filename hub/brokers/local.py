@@ -47,7 +47,7 @@ class LocalBroker:
     def attach(self, hub: Hub) -> None:
         self._hub = hub
 
-    def publish(self, channel: str, head: bytes, tail: bytes, key: str | None = None) -> int:
+    def publish(self, channel: str, head: bytes, tail: bytes, key: str | None = None, exclude: str = "") -> int:
         ring = self._rings.get(channel)
         if ring is None:
             ring = self._rings[channel] = _Ring(self._size)
@@ -64,7 +64,7 @@ class LocalBroker:
         if key is not None:
             ring.keys.pop(key, None)  # re-inserted last, so the dict stays oldest first
             ring.keys[key] = (offset, now)
-        self._hub.deliver(channel, offset, payload)
+        self._hub.deliver(channel, offset, payload, exclude)
         return offset
 
     def history(self, channel: str, since: int | None, limit: int | None = None) -> History:
@@ -88,7 +88,7 @@ class LocalBroker:
     def leave(self, channel: str, member: dict) -> None:
         self._hub.announce(channel, commands.member_payload("leave", channel, member), "")
 
-    def count(self, channel: str, subscribers: int) -> None:
+    def count(self, channel: str) -> None:
         """Nothing to do: the hub's own channels are the count."""
 
     def channel_counts(self) -> dict[str, int]:

@@ -55,7 +55,8 @@ _CONTROL = "sb:control"
 _CONNECTING = "connecting to redis"  # subscribed always, so the listener has a connection even with no channels
 
 # KEYS: meta, stream, pubsub channel, idempotency key. ARGV: head, tail, history size, epoch if
-# new, ttl seconds, "1" when the publish has an idempotency key, the key's window in seconds.
+# new, ttl seconds, "1" when the publish has an idempotency key, the key's window in seconds,
+# the connection to exclude ("" for none; ids never hold a space).
 _PUBLISH = """
 if ARGV[6] == '1' then
   local seen = redis.call('GET', KEYS[4])
@@ -71,7 +72,7 @@ if tonumber(ARGV[3]) > 0 then
 end
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
-redis.call('PUBLISH', KEYS[3], 'm' .. offset .. ' ' .. epoch .. ' ' .. payload)
+redis.call('PUBLISH', KEYS[3], 'm' .. offset .. ' ' .. epoch .. ' ' .. ARGV[8] .. ' ' .. payload)
 return offset
 """
 
@@ -170,17 +171,20 @@ class RedisBroker:
         self._last_heartbeat = 0.0
         self._resync = False
         self._closed = False
+        # Channels whose local subscriber count changed, and the greenlet writing them.
+        self._recount: set[str] = set()
+        self._count_writer: gevent.Greenlet | None = None
 
     def attach(self, hub: Hub) -> None:
         self._hub = hub
 
     # -- publishing and history ------------------------------------------------------------
 
-    def publish(self, channel: str, head: bytes, tail: bytes, key: str | None = None) -> int:
+    def publish(self, channel: str, head: bytes, tail: bytes, key: str | None = None, exclude: str = "") -> int:
         self._start()
         keys = [_key(channel, "m"), _key(channel, "s"), _pubsub_channel(channel), _key(channel, f"k:{key or ''}")]
         args = [head, tail, self._history_size, os.urandom(4).hex(), self._history_ttl]
-        args += ["1" if key is not None else "0", self._key_window]
+        args += ["1" if key is not None else "0", self._key_window, exclude]
         try:
             return int(self._publish(keys=keys, args=args))
         except _FAILURES as exc:
@@ -285,18 +289,19 @@ class RedisBroker:
         data: bytes = message["data"]
         head, _, rest = data.partition(b" ")
         if head[:1] == b"m":
-            epoch, _, payload = rest.partition(b" ")
-            self._deliver(channel, epoch.decode(), int(head[1:]), payload)
+            epoch, _, rest = rest.partition(b" ")
+            exclude, _, payload = rest.partition(b" ")
+            self._deliver(channel, epoch.decode(), int(head[1:]), payload, exclude.decode())
         else:
             self._hub.announce(channel, rest, head[1:].decode())
 
-    def _deliver(self, channel: str, epoch: str, offset: int, payload: bytes) -> None:
+    def _deliver(self, channel: str, epoch: str, offset: int, payload: bytes, exclude: str = "") -> None:
         """Hand a message to the hub once: catching up and pub/sub may both bring it."""
         last = self._delivered.get(channel)
         if last is not None and last[0] == epoch and offset <= last[1]:
             return
         self._delivered[channel] = (epoch, offset)
-        self._hub.deliver(channel, offset, payload)
+        self._hub.deliver(channel, offset, payload, exclude)
 
     def _catch_up(self, channel: str) -> None:
         """Deliver what was published while this worker could not hear (Redis pub/sub keeps nothing).
@@ -362,15 +367,31 @@ class RedisBroker:
         except _FAILURES as exc:
             self._note_failure(exc)
 
-    def count(self, channel: str, subscribers: int) -> None:
-        # Absolute counts, not increments: a write after a heartbeat's rewrite can never add twice.
+    def count(self, channel: str) -> None:
+        # One greenlet writes the counts that changed, read when it writes: two writes in flight
+        # at once (from a busy pool) could land out of order and leave a stale count behind.
+        self._recount.add(channel)
+        if self._count_writer is None:
+            self._count_writer = gevent.spawn(self._write_counts)
+
+    def _write_counts(self) -> None:
+        """Absolute counts, not increments: a write after a heartbeat's rewrite can never add twice."""
         try:
-            if subscribers:
-                self.redis.hset(f"sb:n:{self.worker}", channel, subscribers)
-            else:
-                self.redis.hdel(f"sb:n:{self.worker}", channel)
+            while self._recount:
+                names, self._recount = self._recount, set()
+                pipe = self.redis.pipeline(transaction=False)
+                for name in names:
+                    channel = self._hub.channels.get(name)
+                    subscribers = channel.subscriber_count() if channel is not None else 0
+                    if subscribers:
+                        pipe.hset(f"sb:n:{self.worker}", name, subscribers)
+                    else:
+                        pipe.hdel(f"sb:n:{self.worker}", name)
+                pipe.execute()
         except _FAILURES as exc:
             self._note_failure(exc)  # rewritten whole by the heartbeat once Redis is back
+        finally:
+            self._count_writer = None
 
     def channel_counts(self) -> dict[str, int]:
         try:

@@ -58,7 +58,7 @@ class Session:
         self.conn = self.hub.open(server_side, ANONYMOUS)
 
     def answers(self, payload: bytes) -> list[dict]:
-        self.hub.on_message(self.conn, OP_TEXT, payload)
+        self.hub.native.on_message(self.conn, OP_TEXT, payload)
         data = b""
         while True:
             try:

@@ -15,7 +15,7 @@ class Recorder:
         self.channels: dict = {}
         self.delivered: list[tuple[str, int]] = []
 
-    def deliver(self, channel: str, offset: int, payload: bytes) -> None:
+    def deliver(self, channel: str, offset: int, payload: bytes, exclude: str = "") -> None:
         self.delivered.append((channel, offset))
 
 

@@ -1,0 +1,102 @@
+"""The seam between the hub and the wire protocols: a publication is framed once per codec.
+
+A channel's subscribers are grouped by codec. When a message or a join/leave arrives, the hub
+asks each codec present on the channel for its frame once, and hands that same object to every
+subscriber of that codec with `subscriber.enqueue(frame)`. Whatever differs per subscriber (a
+GraphQL subscription id) is spliced in by the subscriber into the prepared bytes; nothing is
+serialised or executed per subscriber. The native codec's frame is the broker's payload framed
+as it is, so the native protocol pays nothing for the others being there.
+
+Codecs are sans-I/O: values in, bytes out. They never touch a socket, Flask or the broker.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import orjson
+
+
+class Publication:
+    """One message as the brokers carry it: the native JSON push (docs/protocol.md), which other
+    codecs read with `message()`, parsed at most once however many codecs ask.
+
+    `exclude` is a connection id that must not receive it (Pusher's `socket_id`), or "".
+    """
+
+    __slots__ = ("channel", "offset", "payload", "exclude", "_message")
+
+    def __init__(self, channel: str, offset: int, payload: bytes, exclude: str = "") -> None:
+        self.channel = channel
+        self.offset = offset
+        self.payload = payload
+        self.exclude = exclude
+        self._message: dict | None = None
+
+    def message(self) -> dict:
+        """`{"type":"message","channel","offset","data","from"}`, plus `"event"` when it has one."""
+        if self._message is None:
+            self._message = orjson.loads(self.payload)
+        return self._message
+
+
+class Announcement:
+    """A member joining or leaving a channel: `payload` is the native `join`/`leave` push."""
+
+    __slots__ = ("channel", "payload", "skip", "_message")
+
+    def __init__(self, channel: str, payload: bytes, skip: str = "") -> None:
+        self.channel = channel
+        self.payload = payload
+        # The connection whose subscription caused a join: it is not told about itself.
+        self.skip = skip
+        self._message: dict | None = None
+
+    def message(self) -> dict:
+        """`{"type":"join"|"leave","channel","member":{"user","info"}}`."""
+        if self._message is None:
+            self._message = orjson.loads(self.payload)
+        return self._message
+
+
+class Codec(Protocol):
+    """How one wire protocol (or one prepared GraphQL document) frames what a channel carries.
+
+    Each returns what its subscribers' `enqueue` takes (for most, finished frame bytes), or None
+    when its subscribers do not get this kind of event at all.
+    """
+
+    def message_frame(self, publication: Publication) -> Any: ...
+
+    def member_frame(self, announcement: Announcement) -> Any: ...
+
+
+class Subscriber(Protocol):
+    """One subscription's receiving end: a connection itself, or a protocol's subscription on one.
+
+    `id` is the connection's id, which `exclude` and `skip` name.
+    """
+
+    id: str
+
+    def queue(self, frame: Any) -> bool:
+        """Append without writing (the hub flushes the connection after replaying history)."""
+
+    def enqueue(self, frame: Any) -> None:
+        """Append and have the flusher write it; never blocks."""
+
+
+class Subscription:
+    """What a connection holds for one of its subscriptions, so closing it can undo each.
+
+    `member` is the user it made present on the channel: the connection's own, or for Pusher
+    presence channels the one the application's auth endpoint signed.
+    """
+
+    __slots__ = ("channel", "codec", "subscriber", "member")
+
+    def __init__(self, channel: str, codec: Codec, subscriber: Subscriber, member: dict) -> None:
+        self.channel = channel
+        self.codec = codec
+        self.subscriber = subscriber
+        self.member = member

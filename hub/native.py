@@ -1,0 +1,148 @@
+"""The native `/ws` protocol on the hub (docs/protocol.md): commands in, hub calls, replies out.
+
+`hub/commands.py` parses and frames; this module decides what each command does, with the hub's
+protocol-neutral operations, and counts what happened. Its codec, `NATIVE`, frames a publication
+as the broker's payload itself: the native protocol's fan-out is one header per message.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from hub import commands
+from hub.channels import PRESENCE_PREFIX
+from hub.codecs import Announcement, Publication
+from hub.commands import Command
+from hub.connection import Connection, check_text
+from hub.errors import ProtocolError
+from hub.frames import CLOSE_POLICY_VIOLATION, OP_TEXT, encode_frame
+from hub.session import Session
+
+if TYPE_CHECKING:
+    from hub.hub import Hub
+
+log = logging.getLogger("switchboard.hub")
+
+
+class NativeCodec:
+    """Frames for native subscribers: the broker's JSON as it is, join/leave on presence- only.
+
+    Members are tracked on every channel, but join/leave are pushed only on `presence-` channels:
+    on a broadcast channel with N subscribers they would cost N^2 frames.
+    """
+
+    def message_frame(self, publication: Publication) -> bytes:
+        return encode_frame(publication.payload)
+
+    def member_frame(self, announcement: Announcement) -> bytes | None:
+        if not announcement.channel.startswith(PRESENCE_PREFIX):
+            return None
+        return encode_frame(announcement.payload)
+
+
+NATIVE = NativeCodec()
+
+
+def _who(conn: Connection) -> dict:
+    """The fields that name a connection in a log line (never its token)."""
+    return {"client": conn.id, "user": conn.user, "address": conn.address}
+
+
+class NativeSession(Session):
+    """Every `/ws` connection of a hub; the protocol keeps no state beyond the connection's own."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.counters = hub.counters
+
+    def serve(self, conn: Connection) -> None:
+        """Greet the client, then read its commands until it goes (in the connection's greenlet)."""
+        conn.send(commands.welcome_frame(conn.id, conn.user, conn.info))
+        self.counters["out_welcome"] += 1
+        self.hub.serve(conn, self)
+
+    def refuse(self, conn: Connection, error: ProtocolError) -> None:
+        """Tell a client why it may not stay (say, an expired token), then close with 1008."""
+        conn.queue(commands.error_frame(None, error.code, error.message))
+        self.counters["out_error"] += 1
+        conn.close(CLOSE_POLICY_VIOLATION, error.message)
+        self.hub.serve(conn, self)
+
+    def on_message(self, conn: Connection, opcode: int, payload: bytes) -> None:
+        """One client message: run the command, or answer with the error it earned."""
+        if not self.hub.within_rate(conn, len(payload)):
+            if not conn.closing:
+                conn.send(commands.error_frame(None, "rate_limited", "too many messages: slow down"))
+                self.counters["out_error"] += 1
+            return
+        command = None
+        try:
+            if opcode != OP_TEXT:
+                raise ProtocolError("bad_json", "binary frames are not accepted; send JSON text frames")
+            command = commands.parse_command(payload)
+            self.counters["in_" + command.type] += 1
+            getattr(self, "_on_" + command.type)(conn, command)
+            self.counters["out_reply"] += 1
+        except ProtocolError as error:
+            if error.code == "bad_json" and opcode == OP_TEXT:
+                check_text(payload)  # not UTF-8 at all: RFC 6455 says close 1007
+            if command is None:
+                self.counters["in_invalid"] += 1
+            self.counters["errors_" + error.code] += 1
+            self.counters["out_error"] += 1
+            command_id = command.id if command is not None else error.id
+            # Debug only: a client can earn an error per message, and must not be able to flood the log.
+            log.debug("command error", extra={**_who(conn), "code": error.code, "reason": error.message})
+            conn.send(commands.error_frame(command_id, error.code, error.message))
+
+    def token_expiring(self, conn: Connection) -> None:
+        conn.send(commands.token_expiring_frame(conn.expires))
+        self.counters["out_token_expiring"] += 1
+
+    def token_expired(self, conn: Connection) -> None:
+        conn.queue(commands.error_frame(None, "unauthorized", "token expired"))
+        self.counters["out_error"] += 1
+        super().token_expired(conn)
+
+    # -- commands --------------------------------------------------------------------------
+
+    def _on_subscribe(self, conn: Connection, command: Command) -> None:
+        name = command.channel
+        if name in conn.subscriptions:
+            # Already live: everything since then has been delivered; just say where things stand.
+            history = self.hub.broker.history(name, None)
+            result = {"channel": name, "epoch": history.epoch, "offset": history.offset, "recovered": True}
+            conn.send(commands.reply_frame(command.id, result))
+            return
+        if command.token is not None:
+            conn.grants.add_channel(name, self.hub.tokens.verify_subscription(command.token, conn.user, name))
+
+        def reply(result: dict) -> None:
+            conn.queue(commands.reply_frame(command.id, {"channel": name, **result}))
+
+        self.hub.subscribe(conn, name, name, NATIVE, conn, command.since, command.epoch, reply)
+
+    def _on_refresh(self, conn: Connection, command: Command) -> None:
+        """A fresh connection token for the same user, before the old one expires."""
+        expires = self.hub.refresh(conn, command.token)
+        conn.send(commands.reply_frame(command.id, {"expires": expires}))
+
+    def _on_unsubscribe(self, conn: Connection, command: Command) -> None:
+        if not self.hub.unsubscribe(conn, command.channel):
+            raise ProtocolError("not_subscribed", f"not subscribed to {command.channel!r}")
+        conn.send(commands.reply_frame(command.id, {"channel": command.channel}))
+
+    def _on_publish(self, conn: Connection, command: Command) -> None:
+        if not conn.grants.may_publish(command.channel, self.hub.config.client_publish):
+            raise ProtocolError("forbidden", f"clients may not publish on {command.channel!r}")
+        offset = self.hub.publish(command.channel, command.data, conn.user, command.key, command.event)
+        self.counters["publishes_ws"] += 1
+        conn.send(commands.reply_frame(command.id, {"channel": command.channel, "offset": offset}))
+
+    def _on_presence(self, conn: Connection, command: Command) -> None:
+        members = self.hub.presence(command.channel)
+        conn.send(commands.reply_frame(command.id, {"channel": command.channel, "members": members}))
+
+    def _on_ping(self, conn: Connection, command: Command) -> None:
+        conn.send(commands.reply_frame(command.id, {"pong": True}))
