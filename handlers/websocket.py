@@ -8,6 +8,10 @@ before the upgrade, as are connections over a limit (503, 429); a bad or missing
 after it, with an `unauthorized` error and close 1008, because browsers cannot read the body of a
 refused handshake. Every refusal is counted and logged with the client's address and the reason,
 never with the token or the query string that carried it.
+
+The decisions (`check_upgrade`, `native_entry`) take plain values, so Switchboard's Gunicorn worker
+(handlers/worker.py) makes the same ones for a `/ws` handshake without going through Flask; these
+routes stay the public face, and answer every handshake that path does not take.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import base64
 import binascii
 import logging
 from collections.abc import Callable
+from functools import partial
 
 import gevent
 from flask import Blueprint, Response, request
@@ -23,13 +28,79 @@ from gevent import socket as gsocket
 
 from handlers import current_hub
 from handlers.errors import error_response
-from hub import ANONYMOUS, Identity, ProtocolError
+from hub import ANONYMOUS, Hub, Identity, ProtocolError
 from hub.connection import Connection
 from hub.frames import accept_key
 
 log = logging.getLogger("switchboard.handshake")
 
 bp = Blueprint("websocket", __name__)
+
+
+class Refusal(Exception):
+    """A handshake refused before the upgrade: an HTTP status, and the headers it needs."""
+
+    def __init__(self, code: str, message: str, status: int, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+        self.headers = headers or {}
+
+
+def check_upgrade(hub: Hub, header: Callable[[str], str]) -> str:
+    """The client's Sec-WebSocket-Key, once the request is a WebSocket upgrade from an allowed
+    Origin; `header(name)` reads a request header ("" when absent)."""
+    if "websocket" not in header("Upgrade").lower() or "upgrade" not in header("Connection").lower():
+        raise Refusal("upgrade_required", "this route speaks WebSocket only", 426, {"Upgrade": "websocket"})
+    if header("Sec-WebSocket-Version") != "13":
+        raise Refusal(
+            "upgrade_required", "only WebSocket version 13 is supported", 426, {"Sec-WebSocket-Version": "13"}
+        )
+    key = header("Sec-WebSocket-Key")
+    try:
+        valid_key = len(base64.b64decode(key, validate=True)) == 16
+    except binascii.Error:
+        valid_key = False
+    if not valid_key:
+        raise Refusal("bad_request", "Sec-WebSocket-Key must be 16 bytes in base64", 400)
+    origin = header("Origin")
+    allowed = hub.config.allowed_origins
+    if origin and allowed and origin not in allowed:
+        raise Refusal("forbidden", f"origin {origin!r} is not allowed", 403)
+    return key
+
+
+def native_entry(hub: Hub, token: str | None, address: str) -> tuple[Callable[[Connection], None], Identity]:
+    """How a `/ws` connection will run: served, or told after the upgrade that its token is bad.
+
+    Connection limits refuse before the upgrade (`Refusal`), with a status.
+    """
+    identity = ANONYMOUS
+    try:
+        if token is not None:
+            identity = hub.tokens.verify(token)
+        hub.admit(identity, address)
+    except ProtocolError as error:
+        if error.code != "unauthorized":
+            raise Refusal(error.code, error.message, error.http_status) from None
+        log_refusal(hub, address, error.code, error.message)
+        return partial(hub.native.refuse, error=error), identity
+    return hub.native.serve, identity
+
+
+def switching_protocols(key: str, subprotocol: str | None = None) -> bytes:
+    """The 101 response that completes a handshake (with the subprotocol the route agreed to)."""
+    agreed = b"Sec-WebSocket-Protocol: " + subprotocol.encode("ascii") + b"\r\n" if subprotocol else b""
+    return (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: " + accept_key(key).encode("ascii") + b"\r\n" + agreed + b"\r\n"
+    )
+
+
+def log_refusal(hub: Hub, address: str, code: str, reason: str) -> None:
+    hub.counters["refused_" + code] += 1
+    log.warning("handshake refused", extra={"address": address, "code": code, "reason": reason})
 
 
 class _SocketTakenOver(Response):
@@ -46,20 +117,11 @@ class _SocketTakenOver(Response):
 @bp.route("/ws", websocket=True)
 def websocket():
     hub = current_hub()
-    token = request.args.get("token")
-    identity, refusal = ANONYMOUS, None
     try:
-        if token is not None:
-            identity = hub.tokens.verify(token)
-        hub.admit(identity, request.remote_addr or "")
-    except ProtocolError as error:
-        if error.code != "unauthorized":  # limits: refused before the upgrade, with a status
-            return _refuse(error.code, error.message, error.http_status)
-        _log_refusal(error.code, error.message)
-        refusal = error
-    if refusal is not None:
-        return upgrade(lambda conn: hub.native.refuse(conn, refusal), identity)
-    return upgrade(hub.native.serve, identity)
+        run, identity = native_entry(hub, request.args.get("token"), request.remote_addr or "")
+    except Refusal as refusal:
+        return _refuse(refusal)
+    return upgrade(run, identity)
 
 
 @bp.route("/ws/echo", websocket=True)
@@ -67,14 +129,11 @@ def echo():
     return upgrade(current_hub().serve_echo, ANONYMOUS)
 
 
-def _log_refusal(code: str, reason: str) -> None:
-    current_hub().counters["refused_" + code] += 1
-    log.warning("handshake refused", extra={"address": request.remote_addr, "code": code, "reason": reason})
-
-
-def _refuse(code: str, message: str, status: int) -> Response:
-    _log_refusal(code, message)
-    return error_response(code, message, status)
+def _refuse(refusal: Refusal) -> Response:
+    log_refusal(current_hub(), request.remote_addr or "", refusal.code, refusal.message)
+    response = error_response(refusal.code, refusal.message, refusal.status)
+    response.headers.update(refusal.headers)
+    return response
 
 
 def upgrade(
@@ -88,39 +147,16 @@ def upgrade(
     Every WebSocket route of every protocol comes through here: `subprotocol` is the one the
     route agreed to (GraphQL's), `client_id` an id of the protocol's own shape (Pusher's).
     """
-    environ = request.environ
-    if (
-        "websocket" not in environ.get("HTTP_UPGRADE", "").lower()
-        or "upgrade" not in environ.get("HTTP_CONNECTION", "").lower()
-    ):
-        response = _refuse("upgrade_required", "this route speaks WebSocket only", 426)
-        response.headers["Upgrade"] = "websocket"
-        return response
-    if environ.get("HTTP_SEC_WEBSOCKET_VERSION") != "13":
-        response = _refuse("upgrade_required", "only WebSocket version 13 is supported", 426)
-        response.headers["Sec-WebSocket-Version"] = "13"
-        return response
-    key = environ.get("HTTP_SEC_WEBSOCKET_KEY", "")
-    try:
-        valid_key = len(base64.b64decode(key, validate=True)) == 16
-    except binascii.Error:
-        valid_key = False
-    if not valid_key:
-        return _refuse("bad_request", "Sec-WebSocket-Key must be 16 bytes in base64", 400)
     hub = current_hub()
-    origin = environ.get("HTTP_ORIGIN")
-    allowed = hub.config.allowed_origins
-    if origin and allowed and origin not in allowed:
-        return _refuse("forbidden", f"origin {origin!r} is not allowed", 403)
+    environ = request.environ
+    try:
+        key = check_upgrade(hub, lambda name: environ.get("HTTP_" + name.upper().replace("-", "_"), ""))
+    except Refusal as refusal:
+        return _refuse(refusal)
     sock = environ.get("gunicorn.socket")
     if sock is None:
         return error_response("not_supported", "WebSockets need Gunicorn's gevent worker (see gunicorn.conf.py)", 500)
-
-    agreed = b"Sec-WebSocket-Protocol: " + subprotocol.encode("ascii") + b"\r\n" if subprotocol else b""
-    sock.sendall(
-        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Accept: " + accept_key(key).encode("ascii") + b"\r\n" + agreed + b"\r\n"
-    )
+    sock.sendall(switching_protocols(key, subprotocol))
     # Take the descriptor away from Gunicorn: it closes its socket object when this request ends.
     client = gsocket.socket(fileno=sock.detach())
     conn = hub.open(client, identity, address=request.remote_addr or "", client_id=client_id)

@@ -403,7 +403,7 @@ class Hub:
             conn.warned = True
             conn.session.token_expiring(conn)
 
-    def shutdown(self, timeout: float = 5.0) -> None:
+    def close_connections(self, timeout: float = 5.0) -> None:
         """Tell every connection the server is going away and wait (up to `timeout`) for the closes."""
         if self._maintenance is not None:
             self._maintenance.kill(block=False)
@@ -415,4 +415,8 @@ class Hub:
         for conn in connections:
             if not conn.wait_closed(max(0.0, deadline - time.monotonic())):
                 conn.abort()
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Close every connection that is left, then let go of the broker."""
+        self.close_connections(timeout)
         self.broker.close()

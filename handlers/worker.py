@@ -1,0 +1,134 @@
+"""Switchboard's Gunicorn worker: gevent's own, with the `/ws` handshake taken off the slow path.
+
+A handshake is most of what a reconnect storm costs, and the way through Gunicorn's HTTP parser, a
+WSGI environ, Flask's routing and request context, and a detached socket handed to a new greenlet
+was two thirds of it (py-spy, bench/results). This worker peeks at a new connection's first bytes;
+when they are a whole `GET /ws` (or `/ws/echo`) upgrade that the route would accept, it makes the
+route's own decisions (handlers/websocket.py: `check_upgrade`, `native_entry`) on them and serves
+the connection in the greenlet that accepted it. Everything else (other paths, every refusal, a
+request not yet whole, TLS, the metrics address) is left unread for Gunicorn and Flask, which
+answer it exactly as they would without this worker: the Flask routes stay the public face.
+
+Upgraded sockets keep their place in Gunicorn's connection pool, so `worker_connections` must
+leave room above the hub's connection limit (gunicorn.conf.py does), and a SIGTERM closes them
+(1001) at once rather than after Gunicorn's graceful timeout.
+"""
+
+from __future__ import annotations
+
+import socket
+from urllib.parse import parse_qsl
+
+import gevent
+from gunicorn.workers.ggevent import GeventWorker
+
+# A handshake's request head is a few hundred bytes; one this long is not a browser's.
+MAX_HEAD = 8192
+_PATHS = ("/ws", "/ws/echo")
+
+
+class Worker(GeventWorker):
+    """Gunicorn's gevent worker; `/ws` handshakes it can answer alone never reach Flask."""
+
+    _fast: FastPath | None = None
+
+    def handle(self, listener, client, addr) -> None:
+        client.setblocking(1)
+        if self._fast is None:
+            self._fast = FastPath(self.wsgi)
+        taken = self._fast.take(listener, client, addr, self.cfg.keepalive)
+        if taken is None:
+            client.close()  # nothing arrived in time, as Gunicorn's own keep-alive timeout would
+        elif not taken:
+            super().handle(listener, client, addr)
+
+    def handle_exit(self, sig, frame) -> None:
+        """SIGTERM: stop accepting, and tell every WebSocket to go (1001) now, not after the
+        graceful timeout Gunicorn gives the requests still in its pool."""
+        super().handle_exit(sig, frame)
+        hub = self.wsgi.extensions.get("switchboard") if hasattr(self, "wsgi") else None
+        if hub is not None:
+            gevent.spawn(hub.close_connections)
+
+
+class FastPath:
+    """Answers the `/ws` handshakes the Flask route would accept, with the route's own decisions."""
+
+    def __init__(self, app) -> None:
+        # Imported here, in the worker: Gunicorn's master imports this module before it forks,
+        # and the hub and its libraries must be imported after gevent has patched.
+        from handlers import websocket
+        from hub import ANONYMOUS
+
+        self._routes, self._anonymous = websocket, ANONYMOUS
+        self._hub = app.extensions["switchboard"]
+        self._recorder = app.extensions.get("switchboard.metrics")
+        metrics = self._hub.config.metrics
+        self._metrics_port = int(metrics.rpartition(":")[2]) if ":" in metrics else None
+        self._plain: dict[object, bool] = {}  # listener -> serves the app (not only /metrics)
+
+    def take(self, listener, client, addr, wait: float) -> bool | None:
+        """True: the connection was served here and is over. False: Gunicorn must answer it (its
+        bytes are still unread). None: nothing arrived within `wait` seconds."""
+        if not self._serves_app(listener) or not hasattr(client, "_sock"):
+            return False
+        data = None
+        with gevent.Timeout(wait, False):
+            data = client.recv(MAX_HEAD, socket.MSG_PEEK)
+        if data is None:
+            return None
+        request = _parse_head(data)
+        if request is None:
+            return False
+        path, query, headers, size = request
+        address = addr[0] if isinstance(addr, tuple) else ""
+        hub = self._hub
+        try:
+            key = self._routes.check_upgrade(hub, lambda name: headers.get(name.lower(), ""))
+            if path == "/ws":
+                token = next((value for name, value in parse_qsl(query) if name == "token"), None)
+                run, identity = self._routes.native_entry(hub, token, address)
+            else:
+                run, identity = hub.serve_echo, self._anonymous
+        except self._routes.Refusal:  # the route answers it, with its status and its log line
+            return False
+        while size:  # what was peeked is all in the socket's buffer: take exactly the head
+            size -= len(client.recv(size))
+        if self._recorder is not None:
+            self._recorder.start()
+        client.sendall(self._routes.switching_protocols(key))
+        run(hub.open(client, identity, address=address))
+        return True
+
+    def _serves_app(self, listener) -> bool:
+        plain = self._plain.get(listener)
+        if plain is None:
+            plain = self._plain[listener] = (
+                self._metrics_port is None or listener.getsockname()[1] != self._metrics_port
+            )
+        return plain
+
+
+def _parse_head(data: bytes) -> tuple[str, str, dict[str, str], int] | None:
+    """(path, query, headers by lower-case name, head size) of a whole `GET /ws...` request head,
+    or None for anything this worker leaves to Gunicorn."""
+    if not data.startswith(b"GET /ws"):
+        return None
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    lines = data[:end].decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or parts[2] != "HTTP/1.1":
+        return None
+    path, _, query = parts[1].partition("?")
+    if path not in _PATHS:
+        return None
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if not colon or not name or name != name.strip():
+            return None  # malformed: Gunicorn says so
+        name, value = name.lower(), value.strip()
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return path, query, headers, end + 4
