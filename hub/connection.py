@@ -7,7 +7,8 @@ This is the only place that touches a client socket. The rules it keeps:
 - frames queued while the socket is busy are joined into one write, which is what makes bursts
   cheap;
 - a queue past its limit closes the connection as a slow consumer (1008); nobody else waits.
-It never decides what a message means: text and binary messages go to the `on_message` callback.
+It never decides what a message means: text and binary messages go to the `on_messages` callback,
+all those one read brought at once, so a protocol can send what they ask of Redis together.
 """
 
 from __future__ import annotations
@@ -263,13 +264,13 @@ class Connection:
     def serve(
         self,
         parser: FrameParser,
-        on_message: Callable[[Connection, int, bytes], None],
+        on_messages: Callable[[Connection, list[tuple[int, bytes]]], None],
         on_close: Callable[[Connection], None],
     ) -> None:
         """The reader: runs in this connection's greenlet until the socket is done, then closes it."""
         self._reader = gevent.getcurrent()
         try:
-            self._read_loop(parser, on_message)
+            self._read_loop(parser, on_messages)
         except FrameError as error:
             self.close(error.code, error.reason)
         except OSError:
@@ -284,7 +285,9 @@ class Connection:
                 log.exception("cleanup of connection %s failed", self.id)
             self._finish()
 
-    def _read_loop(self, parser: FrameParser, on_message: Callable[[Connection, int, bytes], None]) -> None:
+    def _read_loop(
+        self, parser: FrameParser, on_messages: Callable[[Connection, list[tuple[int, bytes]]], None]
+    ) -> None:
         recv = self.sock.recv
         meter = self._meter
         while not self.closed:
@@ -293,20 +296,24 @@ class Connection:
                 return
             meter.bytes_in += len(data)
             self.last_seen = time.monotonic()
+            messages: list[tuple[int, bytes]] = []
             for opcode, payload in parser.feed(data):
                 if opcode == OP_TEXT or opcode == OP_BINARY:
                     self.messages_in += 1
-                    if not self.closing:
-                        on_message(self, opcode, payload)
+                    messages.append((opcode, payload))
                 elif opcode == OP_PING:
                     self.send(encode_frame(payload, OP_PONG))
                 elif opcode == OP_CLOSE:
+                    if messages and not self.closing:
+                        on_messages(self, messages)
                     code, reason = parse_close(payload)
                     if not self.closing:
                         # Echo the peer's code, as RFC 6455 5.5.1 asks; remember the one it sent.
                         self.close(1000 if code == 1005 else code, reason)
                         self.close_code = code
                     return
+            if messages and not self.closing:
+                on_messages(self, messages)
 
     def _finish(self) -> None:
         """Let the writer send the close frame, then release the socket."""

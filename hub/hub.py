@@ -117,7 +117,7 @@ class Hub:
         conn.session = session
         if conn.expires is not None:
             self._check_expiry(conn, time.time())
-        conn.serve(FrameParser(self.config.max_message_size), session.on_message, self.on_close)
+        conn.serve(FrameParser(self.config.max_message_size), session.on_messages, self.on_close)
 
     def serve_echo(self, conn: Connection) -> None:
         """Run a `/ws/echo` connection: every message comes straight back."""
@@ -313,6 +313,27 @@ class Hub:
         """
         head, tail = commands.message_parts(validate_channel(name), data, sender, event)
         return self.broker.publish(name, head, tail, key, exclude)
+
+    def publish_many(
+        self, requests: list[tuple[str, Any, str | None, str | None, str | None]]
+    ) -> list[int | ProtocolError]:
+        """`publish` for each (channel, data, sender, key, event), in order, sent to the broker together:
+        a client's run of publishes costs one Redis round trip, not one each. Each result is the
+        offset, or the error that publish earned."""
+        results: list[int | ProtocolError] = []
+        messages, slots = [], []
+        for name, data, sender, key, event in requests:
+            try:
+                head, tail = commands.message_parts(validate_channel(name), data, sender, event)
+            except ProtocolError as error:
+                results.append(error)
+                continue
+            slots.append(len(results))
+            results.append(0)
+            messages.append((name, head, tail, key, ""))
+        for slot, offset in zip(slots, self.broker.publish_many(messages), strict=True):
+            results[slot] = offset
+        return results
 
     def deliver(self, name: str, offset: int, payload: bytes, exclude: str = "") -> None:
         """A message for local subscribers, from the broker: framed once per codec, queued for each."""

@@ -69,32 +69,62 @@ class NativeSession(Session):
         conn.close(CLOSE_POLICY_VIOLATION, error.message)
         self.hub.serve(conn, self)
 
+    def on_messages(self, conn: Connection, messages: list[tuple[int, bytes]]) -> None:
+        """What one read brought: each command runs in order, except that a run of publishes goes
+        to the broker together (one Redis round trip for a client's burst, not one each)."""
+        publishes: list[Command] = []
+        for opcode, payload in messages:
+            if conn.closing:
+                break
+            command = self._parse(conn, opcode, payload)
+            if command is None:
+                continue
+            if command.type == "publish":
+                publishes.append(command)
+                continue
+            if publishes:
+                self._publish(conn, publishes)
+                publishes = []
+            self._run(conn, command)
+        if publishes:
+            self._publish(conn, publishes)
+
     def on_message(self, conn: Connection, opcode: int, payload: bytes) -> None:
-        """One client message: run the command, or answer with the error it earned."""
+        self.on_messages(conn, [(opcode, payload)])
+
+    def _parse(self, conn: Connection, opcode: int, payload: bytes) -> Command | None:
+        """The message's command, or None once it has been answered with the error it earned."""
         if not self.hub.within_rate(conn, len(payload)):
             if not conn.closing:
                 conn.send(commands.error_frame(None, "rate_limited", "too many messages: slow down"))
                 self.counters["out_error"] += 1
-            return
-        command = None
+            return None
         try:
             if opcode != OP_TEXT:
                 raise ProtocolError("bad_json", "binary frames are not accepted; send JSON text frames")
             command = commands.parse_command(payload)
-            self.counters["in_" + command.type] += 1
-            getattr(self, "_on_" + command.type)(conn, command)
-            self.counters["out_reply"] += 1
         except ProtocolError as error:
             if error.code == "bad_json" and opcode == OP_TEXT:
                 check_text(payload)  # not UTF-8 at all: RFC 6455 says close 1007
-            if command is None:
-                self.counters["in_invalid"] += 1
-            self.counters["errors_" + error.code] += 1
-            self.counters["out_error"] += 1
-            command_id = command.id if command is not None else error.id
-            # Debug only: a client can earn an error per message, and must not be able to flood the log.
-            log.debug("command error", extra={**_who(conn), "code": error.code, "reason": error.message})
-            conn.send(commands.error_frame(command_id, error.code, error.message))
+            self.counters["in_invalid"] += 1
+            self._refuse_command(conn, error.id, error)
+            return None
+        self.counters["in_" + command.type] += 1
+        return command
+
+    def _run(self, conn: Connection, command: Command) -> None:
+        try:
+            getattr(self, "_on_" + command.type)(conn, command)
+            self.counters["out_reply"] += 1
+        except ProtocolError as error:
+            self._refuse_command(conn, command.id, error)
+
+    def _refuse_command(self, conn: Connection, command_id: object, error: ProtocolError) -> None:
+        self.counters["errors_" + error.code] += 1
+        self.counters["out_error"] += 1
+        # Debug only: a client can earn an error per message, and must not be able to flood the log.
+        log.debug("command error", extra={**_who(conn), "code": error.code, "reason": error.message})
+        conn.send(commands.error_frame(command_id, error.code, error.message))
 
     def token_expiring(self, conn: Connection) -> None:
         conn.send(commands.token_expiring_frame(conn.expires))
@@ -133,12 +163,25 @@ class NativeSession(Session):
             raise ProtocolError("not_subscribed", f"not subscribed to {command.channel!r}")
         conn.send(commands.reply_frame(command.id, {"channel": command.channel}))
 
-    def _on_publish(self, conn: Connection, command: Command) -> None:
-        if not conn.grants.may_publish(command.channel, self.hub.config.client_publish):
-            raise ProtocolError("forbidden", f"clients may not publish on {command.channel!r}")
-        offset = self.hub.publish(command.channel, command.data, conn.user, command.key, command.event)
-        self.counters["publishes_ws"] += 1
-        conn.send(commands.reply_frame(command.id, {"channel": command.channel, "offset": offset}))
+    def _publish(self, conn: Connection, publishes: list[Command]) -> None:
+        """A run of publish commands: the permitted ones stored together, each answered in order."""
+        public = self.hub.config.client_publish
+        refused = {
+            i: ProtocolError("forbidden", f"clients may not publish on {c.channel!r}")
+            for i, c in enumerate(publishes)
+            if not conn.grants.may_publish(c.channel, public)
+        }
+        allowed = [c for i, c in enumerate(publishes) if i not in refused]
+        offsets = iter(self.hub.publish_many([(c.channel, c.data, conn.user, c.key, c.event) for c in allowed]))
+        for i, command in enumerate(publishes):
+            result = refused.get(i) or next(offsets)
+            if isinstance(result, ProtocolError):
+                self._refuse_command(conn, command.id, result)
+                continue
+            self.counters["publishes_ws"] += 1
+            self.counters["out_reply"] += 1
+            conn.queue(commands.reply_frame(command.id, {"channel": command.channel, "offset": result}))
+        conn.flush()
 
     def _on_presence(self, conn: Connection, command: Command) -> None:
         members = self.hub.presence(command.channel)

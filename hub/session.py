@@ -16,6 +16,13 @@ from hub.frames import CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION, OP_TEXT, encode
 class Session:
     """One protocol's handling of a connection. Stateless ones serve every connection at once."""
 
+    def on_messages(self, conn: Connection, messages: list[tuple[int, bytes]]) -> None:
+        """What one read brought, in order; a protocol may override this to batch its work."""
+        for opcode, payload in messages:
+            if conn.closing:
+                return
+            self.on_message(conn, opcode, payload)
+
     def on_message(self, conn: Connection, opcode: int, payload: bytes) -> None:
         raise NotImplementedError
 

@@ -52,6 +52,10 @@ class Broker(Protocol):
         return the offset that publish got.
         """
 
+    def publish_many(self, messages: list[tuple[str, bytes, bytes, str | None, str]]) -> list[int | BrokerUnavailable]:
+        """`publish` for each (channel, head, tail, key, exclude), in order, sent together where the
+        broker can (one Redis round trip); each result is the offset, or why it failed."""
+
     def history(self, channel: str, since: int | None, limit: int | None = None) -> History:
         """The channel's epoch and last offset, and with `since`, the messages held after it."""
 

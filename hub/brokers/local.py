@@ -67,6 +67,9 @@ class LocalBroker:
         self._hub.deliver(channel, offset, payload, exclude)
         return offset
 
+    def publish_many(self, messages: list[tuple[str, bytes, bytes, str | None, str]]) -> list[int]:
+        return [self.publish(*message) for message in messages]
+
     def history(self, channel: str, since: int | None, limit: int | None = None) -> History:
         ring = self._rings.get(channel)
         last = ring.last_offset if ring else 0

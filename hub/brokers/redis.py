@@ -34,6 +34,7 @@ import orjson
 from gevent.event import Event
 
 from hub.brokers.base import BrokerUnavailable, History, reaches_back
+from hub.brokers.pipeline import Pipeline, Script
 from hub.config import Config
 
 try:
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("switchboard.redis")
 
 _FAILURES = (redis.ConnectionError, redis.TimeoutError, OSError)
+_MAX_STREAM_ID = 2**64 - 1
 # Connections per worker: commands from many greenlets at once share them.
 REDIS_CONNECTIONS = 50
 _CONTROL = "sb:control"
@@ -57,7 +59,7 @@ _CONNECTING = "connecting to redis"  # subscribed always, so the listener has a 
 # KEYS: meta, stream, pubsub channel, idempotency key. ARGV: head, tail, history size, epoch if
 # new, ttl seconds, "1" when the publish has an idempotency key, the key's window in seconds,
 # the connection to exclude ("" for none; ids never hold a space).
-_PUBLISH = """
+_PUBLISH = Script("""
 if ARGV[6] == '1' then
   local seen = redis.call('GET', KEYS[4])
   if seen then return tonumber(seen) end
@@ -74,10 +76,28 @@ redis.call('EXPIRE', KEYS[1], ARGV[5])
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 redis.call('PUBLISH', KEYS[3], 'm' .. offset .. ' ' .. epoch .. ' ' .. ARGV[8] .. ' ' .. payload)
 return offset
-"""
+""")
+
+# KEYS: meta, stream. ARGV: epoch if new, ttl seconds, first stream id wanted ("" for none), count
+# ("" for all). A channel read before its first publish gets its epoch now, or the first publish
+# would change it under the subscriber and void its offsets. One script, so no publish falls
+# between the last offset and the entries read.
+_HISTORY = Script("""
+redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'offset')
+if ARGV[3] == '' then return {meta[1], meta[2] or '0'} end
+local entries
+if ARGV[4] == '' then
+  entries = redis.call('XRANGE', KEYS[2], ARGV[3], '+')
+else
+  entries = redis.call('XRANGE', KEYS[2], ARGV[3], '+', 'COUNT', ARGV[4])
+end
+return {meta[1], meta[2] or '0', entries}
+""")
 
 # KEYS: users, infos, worker set, pubsub channel. ARGV: user, info JSON, held entry, join JSON, skip.
-_JOIN = """
+_JOIN = Script("""
 if redis.call('SADD', KEYS[3], ARGV[3]) == 0 then return 0 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 if redis.call('HINCRBY', KEYS[1], ARGV[1], 1) == 1 then
@@ -85,10 +105,10 @@ if redis.call('HINCRBY', KEYS[1], ARGV[1], 1) == 1 then
   return 1
 end
 return 0
-"""
+""")
 
 # KEYS: users, infos, worker set, pubsub channel. ARGV: user, held entry, leave JSON.
-_LEAVE = """
+_LEAVE = Script("""
 if redis.call('SREM', KEYS[3], ARGV[2]) == 0 then return 0 end
 if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then
   redis.call('HDEL', KEYS[1], ARGV[1])
@@ -97,10 +117,10 @@ if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then
   return 1
 end
 return 0
-"""
+""")
 
 # KEYS: workers, the dead worker's set and counts. ARGV: worker id. Only the first reaper gets past ZREM.
-_REAP = """
+_REAP = Script("""
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
 local held = redis.call('SMEMBERS', KEYS[2])
 for _, entry in ipairs(held) do
@@ -120,7 +140,7 @@ for _, entry in ipairs(held) do
 end
 redis.call('DEL', KEYS[2], KEYS[3])
 return #held + 1
-"""
+""")
 
 
 def _key(channel: str, part: str) -> str:
@@ -154,10 +174,8 @@ class RedisBroker:
             retry=Retry(NoBackoff(), 0),
         )
         self.redis = redis.Redis(connection_pool=pool)
-        self._publish = self.redis.register_script(_PUBLISH)
-        self._join = self.redis.register_script(_JOIN)
-        self._leave = self.redis.register_script(_LEAVE)
-        self._reap = self.redis.register_script(_REAP)
+        # Publishes, history reads, presence and counts: one round trip for all that is asked at once.
+        self._pipeline = Pipeline(self.redis, [_PUBLISH, _HISTORY, _JOIN, _LEAVE, _REAP], self._note_failure)
         self._hub: Hub | None = None
         self._wanted: dict[str, Event] = {}  # channels with local subscribers -> set once live
         # channel -> (epoch, offset) of the last message handed to the hub, and the channels to
@@ -171,9 +189,6 @@ class RedisBroker:
         self._last_heartbeat = 0.0
         self._resync = False
         self._closed = False
-        # Channels whose local subscriber count changed, and the greenlet writing them.
-        self._recount: set[str] = set()
-        self._count_writer: gevent.Greenlet | None = None
 
     def attach(self, hub: Hub) -> None:
         self._hub = hub
@@ -181,36 +196,43 @@ class RedisBroker:
     # -- publishing and history ------------------------------------------------------------
 
     def publish(self, channel: str, head: bytes, tail: bytes, key: str | None = None, exclude: str = "") -> int:
+        result = self.publish_many([(channel, head, tail, key, exclude)])[0]
+        if isinstance(result, BrokerUnavailable):
+            raise result
+        return result
+
+    def publish_many(self, messages: list[tuple[str, bytes, bytes, str | None, str]]) -> list[int | BrokerUnavailable]:
         self._start()
-        keys = [_key(channel, "m"), _key(channel, "s"), _pubsub_channel(channel), _key(channel, f"k:{key or ''}")]
-        args = [head, tail, self._history_size, os.urandom(4).hex(), self._history_ttl]
-        args += ["1" if key is not None else "0", self._key_window, exclude]
-        try:
-            return int(self._publish(keys=keys, args=args))
-        except _FAILURES as exc:
-            self._note_failure(exc)
-            raise BrokerUnavailable(str(exc)) from None
+        pending = []
+        for channel, head, tail, key, exclude in messages:
+            keys = [_key(channel, "m"), _key(channel, "s"), _pubsub_channel(channel), _key(channel, f"k:{key or ''}")]
+            args = [head, tail, self._history_size, os.urandom(4).hex(), self._history_ttl]
+            args += ["1" if key is not None else "0", self._key_window, exclude]
+            pending.append(self._pipeline.call(*_PUBLISH.command(keys, args)))
+        results: list[int | BrokerUnavailable] = []
+        for result in pending:
+            try:
+                results.append(int(result.get()))
+            except _FAILURES as exc:
+                self._note_failure(exc)
+                results.append(BrokerUnavailable(str(exc)))
+        return results
 
     def history(self, channel: str, since: int | None, limit: int | None = None) -> History:
+        # Stream ids are unsigned 64-bit: an offset past the last possible one finds nothing.
+        first = "" if since is None else f"{min(since + 1, _MAX_STREAM_ID)}-0"
+        keys = [_key(channel, "m"), _key(channel, "s")]
+        args = [os.urandom(4).hex(), self._history_ttl, first, "" if limit is None else limit]
         try:
-            meta = _key(channel, "m")
-            pipe = self.redis.pipeline(transaction=True)
-            # A channel read before its first publish gets its epoch now, or the first publish
-            # would change it under the subscriber and void its offsets.
-            pipe.hsetnx(meta, "epoch", os.urandom(4).hex())
-            pipe.expire(meta, self._history_ttl)
-            pipe.hmget(meta, "epoch", "offset")
-            if since is not None:
-                pipe.xrange(_key(channel, "s"), min=f"{since + 1}-0", max="+", count=limit)
-            results = pipe.execute()
+            reply = self._pipeline.execute(*_HISTORY.command(keys, args))
         except _FAILURES as exc:
             self._note_failure(exc)
             raise BrokerUnavailable(str(exc)) from None
-        epoch, last = results[2]
-        epoch, last = epoch.decode(), int(last or 0)
+        epoch, last = reply[0].decode(), int(reply[1])
         if since is None:
             return History(epoch, last)
-        entries = [(int(entry_id.split(b"-", 1)[0]), fields[b"d"]) for entry_id, fields in results[3]]
+        # Each stream entry is [id, [b"d", payload]].
+        entries = [(int(entry_id.split(b"-", 1)[0]), fields[1]) for entry_id, fields in reply[2]]
         return History(epoch, last, entries, reaches_back(since, last, entries))
 
     # -- fan-out across workers ------------------------------------------------------------
@@ -353,45 +375,27 @@ class RedisBroker:
         user = member["user"]
         payload = orjson.dumps({"type": "join", "channel": channel, "member": member})
         keys = [_key(channel, "u"), _key(channel, "i"), f"sb:w:{self.worker}", _pubsub_channel(channel)]
-        try:
-            self._join(keys=keys, args=[user, orjson.dumps(member["info"]), f"{channel}\0{user}", payload, skip])
-        except _FAILURES as exc:
-            self._note_failure(exc)  # re-registered by the heartbeat once Redis is back
+        # Nobody waits: a failure is noted and the heartbeat registers the member again.
+        self._pipeline.send(
+            *_JOIN.command(keys, [user, orjson.dumps(member["info"]), f"{channel}\0{user}", payload, skip])
+        )
 
     def leave(self, channel: str, member: dict) -> None:
         user = member["user"]
         payload = orjson.dumps({"type": "leave", "channel": channel, "member": member})
         keys = [_key(channel, "u"), _key(channel, "i"), f"sb:w:{self.worker}", _pubsub_channel(channel)]
-        try:
-            self._leave(keys=keys, args=[user, f"{channel}\0{user}", payload])
-        except _FAILURES as exc:
-            self._note_failure(exc)
+        self._pipeline.send(*_LEAVE.command(keys, [user, f"{channel}\0{user}", payload]))
 
     def count(self, channel: str) -> None:
-        # One greenlet writes the counts that changed, read when it writes: two writes in flight
-        # at once (from a busy pool) could land out of order and leave a stale count behind.
-        self._recount.add(channel)
-        if self._count_writer is None:
-            self._count_writer = gevent.spawn(self._write_counts)
-
-    def _write_counts(self) -> None:
-        """Absolute counts, not increments: a write after a heartbeat's rewrite can never add twice."""
-        try:
-            while self._recount:
-                names, self._recount = self._recount, set()
-                pipe = self.redis.pipeline(transaction=False)
-                for name in names:
-                    channel = self._hub.channels.get(name)
-                    subscribers = channel.subscriber_count() if channel is not None else 0
-                    if subscribers:
-                        pipe.hset(f"sb:n:{self.worker}", name, subscribers)
-                    else:
-                        pipe.hdel(f"sb:n:{self.worker}", name)
-                pipe.execute()
-        except _FAILURES as exc:
-            self._note_failure(exc)  # rewritten whole by the heartbeat once Redis is back
-        finally:
-            self._count_writer = None
+        # Absolute counts, not increments: a write after a heartbeat's rewrite can never add twice.
+        # The pipeline keeps them in order, so the last one written is the count now; a failure is
+        # noted, and the heartbeat rewrites them all once Redis is back.
+        local = self._hub.channels.get(channel)
+        subscribers = local.subscriber_count() if local is not None else 0
+        if subscribers:
+            self._pipeline.send("HSET", f"sb:n:{self.worker}", channel, subscribers)
+        else:
+            self._pipeline.send("HDEL", f"sb:n:{self.worker}", channel)
 
     def channel_counts(self) -> dict[str, int]:
         try:
@@ -450,7 +454,7 @@ class RedisBroker:
                     self.leave(name, {"user": user, "info": orjson.loads(info) if info else None})
             for worker in self.redis.zrangebyscore("sb:workers", "-inf", now - self._presence_ttl):
                 worker = worker.decode()
-                if self._reap(keys=["sb:workers", f"sb:w:{worker}", f"sb:n:{worker}"], args=[worker]):
+                if self._pipeline.execute(*_REAP.command(["sb:workers", f"sb:w:{worker}", f"sb:n:{worker}"], [worker])):
                     log.info("removed the members of worker %s: no heartbeat for %.0f s", worker, self._presence_ttl)
             self._last_heartbeat = time.monotonic()
         except _FAILURES as exc:

@@ -210,6 +210,20 @@ def flood(publisher: Client, channel: str, until: Callable[[], bool]) -> int:
     raise AssertionError(f"still not done after {sent} messages of 4 KB")
 
 
+def masked_frame(payload: bytes, opcode: int = 0x1, fin: bool = True, length: int | None = None) -> bytes:
+    """A masked client frame; `length` lets a test declare a size it does not send."""
+    size = len(payload) if length is None else length
+    first = (0x80 if fin else 0) | opcode
+    if size < 126:
+        header = bytes((first, 0x80 | size))
+    elif size < 65536:
+        header = bytes((first, 0x80 | 126)) + size.to_bytes(2, "big")
+    else:
+        header = bytes((first, 0x80 | 127)) + size.to_bytes(8, "big")
+    mask = b"\x01\x02\x03\x04"
+    return header + mask + bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+
+
 class RawSocket:
     """A hand-rolled client for frames no polite library would send."""
 
@@ -241,18 +255,7 @@ class RawSocket:
         self.status = int(head.split(b" ", 2)[1]) if head else 0
 
     def send_frame(self, payload: bytes, opcode: int = 0x1, fin: bool = True, length: int | None = None) -> None:
-        """A masked client frame; `length` lets a test declare a size it does not send."""
-        size = len(payload) if length is None else length
-        first = (0x80 if fin else 0) | opcode
-        if size < 126:
-            header = bytes((first, 0x80 | size))
-        elif size < 65536:
-            header = bytes((first, 0x80 | 126)) + size.to_bytes(2, "big")
-        else:
-            header = bytes((first, 0x80 | 127)) + size.to_bytes(8, "big")
-        mask = b"\x01\x02\x03\x04"
-        masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
-        self.sock.sendall(header + mask + masked)
+        self.sock.sendall(masked_frame(payload, opcode, fin, length))
 
     def frames(self, timeout: float = 10.0):
         """Yield (opcode, payload) of server frames until the connection ends."""

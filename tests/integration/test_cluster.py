@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import shutil
 import signal
@@ -10,7 +12,7 @@ import time
 
 import pytest
 
-from tests.integration.servers import ROOT, Endpoint, RedisServer, free_port
+from tests.integration.servers import ROOT, Endpoint, RawSocket, RedisServer, free_port, masked_frame
 from tests.integration.test_metrics import scrape
 
 
@@ -240,3 +242,38 @@ def test_a_worker_killed_mid_stream_loses_nothing_after_recovery(cluster):
         assert [frame for frame in again.pushes if frame["type"] == "message"] == []
     assert [message["data"] for message in seen] == list(range(total))
     assert [message["offset"] for message in seen] == list(range(seen[0]["offset"], seen[0]["offset"] + total))
+
+
+def test_a_burst_of_publishes_through_redis_keeps_its_order_everywhere(cluster, redis_server):
+    """One write of 90 publishes (within the rate limit's burst) goes to Redis as one pipeline: the
+    replies, the offsets and what the other instance's subscriber hears keep the order sent."""
+    a, b = cluster
+    with b.client() as listener:
+        listener.command("subscribe", channel="burst")
+        publisher = RawSocket(a.port)
+        frames = [json.dumps({"type": "publish", "channel": "burst", "data": n, "id": n}) for n in range(90)]
+        publisher.sock.sendall(b"".join(masked_frame(frame.encode()) for frame in frames))
+        replies = [json.loads(payload) for _opcode, payload in itertools.islice(publisher.frames(), 91)][1:]
+        assert [reply["id"] for reply in replies] == list(range(90))
+        assert [reply["result"]["offset"] for reply in replies] == list(range(1, 91))
+        assert [message["data"] for message in listener.messages(90)] == list(range(90))
+        publisher.close()
+
+
+def test_publishing_goes_on_after_redis_forgets_the_scripts(cluster, redis_server):
+    a, _ = cluster
+    with a.client() as client:
+        assert client.command("publish", channel="c", data=1)["result"]["offset"] == 1
+        flush = subprocess.run(
+            [
+                shutil.which("redis-cli") or str(ROOT / ".venv/bin/redis-cli"),
+                "-p",
+                str(redis_server.port),
+                "SCRIPT",
+                "FLUSH",
+            ],
+            capture_output=True,
+        )
+        assert flush.returncode == 0, flush.stderr
+        assert client.command("publish", channel="c", data=2)["result"]["offset"] == 2
+        assert client.command("subscribe", channel="c", since=0)["result"]["offset"] == 2

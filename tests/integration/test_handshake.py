@@ -10,16 +10,12 @@ import socket
 import pytest
 
 from handlers.worker import _parse_head
+from tests.integration.servers import masked_frame
 
 HEAD = (
     b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
 )
-
-
-def masked(payload: bytes) -> bytes:
-    mask = b"\x01\x02\x03\x04"
-    return bytes((0x81, 0x80 | len(payload))) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
 class Frames:
@@ -53,7 +49,7 @@ def test_a_handshake_in_one_or_two_packets(server, split):
             sock.sendall(HEAD[split:])
         frames = Frames(sock)
         assert frames.next()["type"] == "welcome"
-        sock.sendall(masked(b'{"type":"ping","id":7}'))
+        sock.sendall(masked_frame(b'{"type":"ping","id":7}'))
         assert frames.next() == {"type": "reply", "id": 7, "result": {"pong": True}}
 
 

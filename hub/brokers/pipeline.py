@@ -1,0 +1,95 @@
+"""One Redis round trip for what every greenlet of a worker asks at once.
+
+A worker's greenlets each used to wait for their own round trip: a client's thousand publishes in
+one read took a thousand in turn, and a reconnect storm's subscribes queued for the connection
+pool. Here a command is queued and its greenlet waits; one sender greenlet writes everything
+queued as a single pipeline, and whatever is queued while that round trip is out goes in the next.
+Order is kept (one pipeline at a time, commands as asked), so a greenlet's publish is stored before
+its next read, whoever else is writing. Lua scripts go by their SHA; after a Redis restart forgot
+them (NOSCRIPT), they are loaded and those commands sent again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+import gevent
+import redis
+from gevent.event import AsyncResult
+
+
+class Script:
+    """A Lua script known by its SHA1, as EVALSHA wants it."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    def command(self, keys: list, args: list) -> tuple:
+        return ("EVALSHA", self.sha, len(keys), *keys, *args)
+
+
+class Pipeline:
+    """Queues commands from any greenlet and sends them together, one pipeline at a time."""
+
+    def __init__(self, client: redis.Redis, scripts: list[Script], on_failure: Callable[[Exception], None]) -> None:
+        self._client = client
+        self._scripts = scripts
+        # Told of the failures of commands nobody waits for (`send`).
+        self._on_failure = on_failure
+        self._queue: list[tuple[tuple, AsyncResult | None]] = []
+        self._sender: gevent.Greenlet | None = None
+
+    def call(self, *command) -> AsyncResult:
+        """Queue a command; `.get()` on the result waits for its reply (or raises its error)."""
+        result = AsyncResult()
+        self._queue_command(command, result)
+        return result
+
+    def execute(self, *command):
+        """Queue a command and wait for its reply."""
+        return self.call(*command).get()
+
+    def send(self, *command) -> None:
+        """Queue a command whose reply nobody waits for; a failure goes to `on_failure`."""
+        self._queue_command(command, None)
+
+    def _queue_command(self, command: tuple, result: AsyncResult | None) -> None:
+        self._queue.append((command, result))
+        if self._sender is None:
+            self._sender = gevent.spawn(self._send)
+
+    def _send(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                try:
+                    replies = self._round_trip([command for command, _ in batch])
+                except Exception as exc:  # the connection failed: every command of the batch did
+                    replies = [exc] * len(batch)
+                for (_, result), reply in zip(batch, replies, strict=True):
+                    if result is not None:
+                        if isinstance(reply, Exception):
+                            result.set_exception(reply)
+                        else:
+                            result.set(reply)
+                    elif isinstance(reply, Exception):
+                        self._on_failure(reply)
+        finally:
+            self._sender = None
+
+    def _round_trip(self, commands: list[tuple]) -> list:
+        replies = self._pipeline(commands)
+        forgotten = [i for i, reply in enumerate(replies) if isinstance(reply, redis.exceptions.NoScriptError)]
+        if forgotten:
+            self._pipeline([("SCRIPT", "LOAD", script.source) for script in self._scripts])
+            for i, reply in zip(forgotten, self._pipeline([commands[i] for i in forgotten]), strict=True):
+                replies[i] = reply
+        return replies
+
+    def _pipeline(self, commands: list[tuple]) -> list:
+        pipe = self._client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return pipe.execute(raise_on_error=False)
