@@ -30,12 +30,10 @@ workers = int(
     os.environ.get("SWITCHBOARD_WORKERS") or (os.cpu_count() or 1 if os.environ.get("SWITCHBOARD_REDIS_URL") else 1)
 )
 
-# Gunicorn's default of 1,000 makes the 1,001st client wait forever. WebSockets upgraded by the
-# worker keep their place in its pool, so it holds the hub's connection limit
-# (SWITCHBOARD_MAX_CONNECTIONS, 20,000 by default as in hub/config.py) and 1,000 more for
-# handshakes and HTTP requests, which the hub refuses (503) past its limit rather than Gunicorn
-# leaving them unanswered. The real ceiling on sockets is the file limit raised below.
-worker_connections = int(os.environ.get("SWITCHBOARD_MAX_CONNECTIONS") or 20000) + 1000
+# Gunicorn's default of 1,000 makes the 1,001st client wait forever. Sockets leave Gunicorn's
+# pool once upgraded, so this bounds handshakes and HTTP requests in flight; the real ceiling on
+# sockets is the file limit raised below.
+worker_connections = 20000
 
 # A worker that does not check in for this long is killed and replaced.
 timeout = 30

@@ -4,14 +4,10 @@ A handshake is most of what a reconnect storm costs, and the way through Gunicor
 WSGI environ, Flask's routing and request context, and a detached socket handed to a new greenlet
 was two thirds of it (py-spy, bench/results). This worker peeks at a new connection's first bytes;
 when they are a whole `GET /ws` (or `/ws/echo`) upgrade that the route would accept, it makes the
-route's own decisions (handlers/websocket.py: `check_upgrade`, `native_entry`) on them and serves
-the connection in the greenlet that accepted it. Everything else (other paths, every refusal, a
+route's own decisions (handlers/websocket.py: `check_upgrade`, `native_entry`) on them and hands
+the socket to the hub as the route does (`adopt`). Everything else (other paths, every refusal, a
 request not yet whole, TLS, the metrics address) is left unread for Gunicorn and Flask, which
 answer it exactly as they would without this worker: the Flask routes stay the public face.
-
-Upgraded sockets keep their place in Gunicorn's connection pool, so `worker_connections` must
-leave room above the hub's connection limit (gunicorn.conf.py does), and a SIGTERM closes them
-(1001) at once rather than after Gunicorn's graceful timeout.
 """
 
 from __future__ import annotations
@@ -42,14 +38,6 @@ class Worker(GeventWorker):
         elif not taken:
             super().handle(listener, client, addr)
 
-    def handle_exit(self, sig, frame) -> None:
-        """SIGTERM: stop accepting, and tell every WebSocket to go (1001) now, not after the
-        graceful timeout Gunicorn gives the requests still in its pool."""
-        super().handle_exit(sig, frame)
-        hub = self.wsgi.extensions.get("switchboard") if hasattr(self, "wsgi") else None
-        if hub is not None:
-            gevent.spawn(hub.close_connections)
-
 
 class FastPath:
     """Answers the `/ws` handshakes the Flask route would accept, with the route's own decisions."""
@@ -68,8 +56,8 @@ class FastPath:
         self._plain: dict[object, bool] = {}  # listener -> serves the app (not only /metrics)
 
     def take(self, listener, client, addr, wait: float) -> bool | None:
-        """True: the connection was served here and is over. False: Gunicorn must answer it (its
-        bytes are still unread). None: nothing arrived within `wait` seconds."""
+        """True: the connection was upgraded here and handed to the hub. False: Gunicorn must answer
+        it (its bytes are still unread). None: nothing arrived within `wait` seconds."""
         if not self._serves_app(listener) or not hasattr(client, "_sock"):
             return False
         data = None
@@ -96,8 +84,7 @@ class FastPath:
             size -= len(client.recv(size))
         if self._recorder is not None:
             self._recorder.start()
-        client.sendall(self._routes.switching_protocols(key))
-        run(hub.open(client, identity, address=address))
+        self._routes.adopt(hub, client, self._routes.switching_protocols(key), run, identity, address)
         return True
 
     def _serves_app(self, listener) -> bool:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import gevent
+from gevent.event import Event
 
 from hub import commands
 from hub.auth import Identity, TokenAuthority
@@ -58,6 +59,8 @@ class Hub:
         self.counters: Counter[str] = Counter()
         self.flusher = Flusher()
         self._maintenance: gevent.Greenlet | None = None
+        # Set once the last connection has gone, while shutting down.
+        self._drained: Event | None = None
         self.native = NativeSession(self)
         self.echo = Echo(self.counters)
 
@@ -139,6 +142,8 @@ class Hub:
     def on_close(self, conn: Connection) -> None:
         """Forget a connection: undo every subscription (pushing `leave` where it was the last tab)."""
         self.connections.pop(conn.id, None)
+        if self._drained is not None and not self.connections:
+            self._drained.set()
         remaining = self._per_address.pop(conn.address, 1) - 1
         if remaining:
             self._per_address[conn.address] = remaining
@@ -424,20 +429,17 @@ class Hub:
             conn.warned = True
             conn.session.token_expiring(conn)
 
-    def close_connections(self, timeout: float = 5.0) -> None:
-        """Tell every connection the server is going away and wait (up to `timeout`) for the closes."""
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Tell every connection the server is going away, wait (up to `timeout`) for the closes,
+        then let go of the broker."""
         if self._maintenance is not None:
             self._maintenance.kill(block=False)
             self._maintenance = None
-        connections = tuple(self.connections.values())
-        for conn in connections:
+        self._drained = Event()
+        for conn in tuple(self.connections.values()):
             (conn.session or self.native).going_away(conn)
-        deadline = time.monotonic() + timeout
-        for conn in connections:
-            if not conn.wait_closed(max(0.0, deadline - time.monotonic())):
+        if self.connections and not self._drained.wait(timeout):
+            for conn in tuple(self.connections.values()):
                 conn.abort()
-
-    def shutdown(self, timeout: float = 5.0) -> None:
-        """Close every connection that is left, then let go of the broker."""
-        self.close_connections(timeout)
+            self._drained.wait(1.0)
         self.broker.close()
