@@ -274,8 +274,14 @@ class RedisBroker:
             try:
                 # After a failure, catch up each channel from history as its SUBSCRIBE is confirmed.
                 self._stale = set(self._delivered)
-                pubsub.subscribe(_CONTROL, *(_pubsub_channel(name) for name in self._wanted))
+                wanted = set(self._wanted)
+                pubsub.subscribe(_CONTROL, *(_pubsub_channel(name) for name in wanted))
                 self._pubsub = pubsub
+                # Channels wanted while that first SUBSCRIBE was on its way found no connection
+                # to send theirs on: send them now (later ones send their own).
+                late = [_pubsub_channel(name) for name in self._wanted if name not in wanted]
+                if late:
+                    pubsub.subscribe(*late)
                 if self._problem is not None:
                     self._recover()
                 backoff = 0.1

@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -277,3 +278,32 @@ def test_publishing_goes_on_after_redis_forgets_the_scripts(cluster, redis_serve
         assert flush.returncode == 0, flush.stderr
         assert client.command("publish", channel="c", data=2)["result"]["offset"] == 2
         assert client.command("subscribe", channel="c", since=0)["result"]["offset"] == 2
+
+
+def test_the_first_subscribes_of_a_fresh_worker_all_get_through(start_server, redis_server):
+    """Many clients subscribing to many channels at once, before anything else has touched the
+    broker: the ones whose channels were wanted while the listener's first SUBSCRIBE was on its
+    way must not be forgotten (they once waited 5 s and got `unavailable`)."""
+    server = start_server({"SWITCHBOARD_REDIS_URL": redis_server.url, "SWITCHBOARD_WORKERS": "2"}, ready=False)
+    wait_for(lambda: _echo_answers(server.port))  # ready, without /healthz (which starts the listener)
+    replies: list[str] = []
+
+    def subscribe(i: int) -> None:
+        with server.client() as client:
+            replies.append(client.command("subscribe", channel=f"fresh-{i % 10}")["type"])
+
+    threads = [threading.Thread(target=subscribe, args=(i,)) for i in range(30)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert replies == ["reply"] * 30
+
+
+def _echo_answers(port: int) -> bool:
+    try:
+        with Endpoint(port).client("/ws/echo") as echo:
+            echo.send("up")
+            return echo.ws.recv(timeout=5) == "up"
+    except OSError:
+        return False
