@@ -555,6 +555,56 @@ def scenario_connect(ctx: Ctx) -> dict:
     return figures
 
 
+def scenario_storm(ctx: Ctx) -> dict:
+    """N subscribers over C channels, all cut at once; `missed` messages per channel are published
+    while they are away, then every one reconnects within `window` seconds (random moments, as
+    jittered backoff spreads them) and subscribes again from where it was. Servers whose protocol
+    has recovery (an epoch in the subscribe reply) replay what was missed; the others cannot."""
+    p = ctx.params
+    chans = [channel_name(i) for i in range(p["channels"])]
+    lg = ctx.lg()
+    opened = ctx.subscribers(lg, p["n"], channels=chans)
+    n = len(opened.conns)
+    ctx.require(n == p["n"], f"only {n} of {p['n']} opened")
+    pub = ctx.publisher(lg)
+    target = lg.delivered + n
+    lg.publish(pub, chans)
+    ctx.require(lg.wait_deliveries(target, ctx.left()), "the first message did not reach everyone")
+    lg.resume_from(1)
+    recovers = bool(lg.epochs)
+    dropped_wall = time.time_ns()
+    dropped_at = time.monotonic()
+    lg.abort(opened.conns)
+    for _ in range(p["missed"]):
+        lg.publish(pub, chans)
+    lg.reset_counts()
+    win = Window(ctx)
+    back_at = time.monotonic()
+    res = lg.open_spread(n, chans, p["window"], timeout=ctx.left())
+    resubscribed_s = back_at - dropped_at + res.elapsed if res.conns else None
+    expected = len(res.conns) * p["missed"] if recovers else 0
+    if recovers:
+        lg.wait_deliveries(expected, min(30.0, ctx.left()))
+    w = win.end()
+    recovered = sum(1 for c in res.conns if c.got == p["missed"]) if recovers else 0
+    all_back = recovers and recovered == n
+    return _health(
+        lg,
+        res,
+        {
+            "reconnected": len(res.conns),
+            "resubscribed_s": resubscribed_s,
+            "recovered_conns": recovered,
+            "recovered_s": (lg.last_ns - dropped_wall) / 1e9 if all_back and lg.last_ns else None,
+            "deliveries": lg.delivered,
+            "expected_deliveries": expected,
+            "server_cpu_us_per_reconnect": _us_per(w["server_cpu_s"], len(res.conns)),
+            "gen_cpu_pct": w["gen_cpu_pct"],
+            "server_cpu_pct": w["server_cpu_pct"],
+        },
+    )
+
+
 def scenario_fanout_cpu(ctx: Ctx) -> dict:
     """Stream publishes to N subscribers, at most `window` undelivered; server µs/delivery."""
     p = ctx.params
@@ -693,6 +743,14 @@ SCENARIOS: dict[str, Scenario] = {
             90,
             title="Streaming publishes to 1,000 subscribers: server CPU per delivery",
         ),
+        Scenario(
+            "storm_10k",
+            scenario_storm,
+            {"n": 10000, "channels": 100, "missed": 5, "window": 2.0},
+            {"n": 300, "channels": 10, "missed": 2, "window": 0.5},
+            180,
+            title="A reconnect storm: N subscribers cut at once, all back within the window, recovering what they missed",
+        ),
     )
 }
 
@@ -705,6 +763,8 @@ SUM_KEYS = {
     "round_trips",
     "expected_round_trips",
     "connections",
+    "reconnected",
+    "recovered_conns",
     "messages",
     "broadcasts",
 }

@@ -30,10 +30,12 @@ import base64
 import errno
 import hashlib
 import os
+import random
 import re
 import resource
 import select
 import socket
+import struct
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -55,6 +57,7 @@ ACCEPT_B = ACCEPT.encode()
 DEFLATE_OFFER = "permessage-deflate; client_max_window_bits"
 DEFLATE_TAIL = b"\x00\x00\xff\xff"
 T_RE = re.compile(rb'"t":\s*(\d{19})')
+EPOCH_RE = re.compile(rb'"epoch":\s*"([^"]{1,64})"')
 ERROR_CODE_RE = re.compile(rb'"code":\s*"([^"]{1,40})"')
 PUBLISH_SIZE = 100  # bytes of the publish command's payload (PROTOCOL.md: "about 100 bytes")
 CHANNEL_WIDTH = 6  # channel names are "c%05d": fixed width keeps every delivery the same length
@@ -115,6 +118,7 @@ def client_frame(payload: bytes, opcode: int = 1) -> bytes:
 
 
 CLOSE_FRAME = client_frame(b"\x03\xe8", 8)
+LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
 SIO_PONG = client_frame(b"3")
 SIO_CONNECT_FRAME = client_frame(b"40")
 
@@ -215,6 +219,10 @@ class LoadGen:
         self.nap = NAP
         self._templates: dict[str, tuple[bytes, int, int]] = {}
         self._inflate_cache: dict[bytes, bytes] = {}
+        # The epoch each channel's first subscribe reply named (servers that have one), and the
+        # position new subscriptions resume from (`resume_from`): extra subscribe fields.
+        self.epochs: dict[str, bytes] = {}
+        self._resume: dict[str, bytes] = {}
 
     # ---------------------------------------------------------------- bookkeeping
 
@@ -377,7 +385,37 @@ class LoadGen:
     def _subscribe_frame(self, channel: str | None) -> bytes:
         if self.dialect == "socketio":
             return client_frame(b'421["subscribe","%s"]' % channel.encode())
-        return client_frame(b'{"type":"subscribe","channel":"%s","id":1}' % channel.encode())
+        resume = self._resume.get(channel, b"")
+        return client_frame(b'{"type":"subscribe","channel":"%s","id":1%s}' % (channel.encode(), resume))
+
+    def resume_from(self, offset: int) -> None:
+        """Subscribe from now on with `since` = `offset` and each channel's epoch (protocols with
+        recovery replay what came after it; others ignore the fields)."""
+        self._resume = {ch: b',"since":%d,"epoch":"%s"' % (offset, epoch) for ch, epoch in self.epochs.items()}
+
+    def open_spread(self, n: int, channels: list[str], window: float, timeout: float) -> OpenResult:
+        """Open `n` subscribers, each starting at a random moment within `window` seconds, as
+        clients with jittered backoff come back after a drop; `elapsed` ends at the last ready."""
+        self._req = self._request(self.default_path())
+        self.ready = []
+        self.failed_open = 0
+        errors_before = dict(self.errors)
+        starts = sorted(random.Random(n).uniform(0, window) for _ in range(n))
+        t_start = time.monotonic()
+        deadline = t_start + timeout
+        started = 0
+        while len(self.ready) + self.failed_open < n and time.monotonic() < deadline:
+            now = time.monotonic() - t_start
+            while started < n and starts[started] <= now:
+                self._start(SUB, channels[started % len(channels)])
+                started += 1
+            self.poll(0.002)
+        last = max((c.t_ready for c in self.ready), default=0)
+        for c in [c for c in self.conns.values() if not c.t_ready]:
+            self._drop(c, "timeout")
+        errors = {k: v - errors_before.get(k, 0) for k, v in self.errors.items()}
+        elapsed = last / 1e9 - t_start if last else 0.0  # monotonic_ns and monotonic share a clock
+        return OpenResult(list(self.ready), elapsed, self.failed_open, {k: v for k, v in errors.items() if v})
 
     def open(
         self,
@@ -640,6 +678,10 @@ class LoadGen:
         elif c.state == SUBSCRIBING:
             if b'"reply"' in text:
                 c.state = SUBSCRIBED
+                if c.channel not in self.epochs:
+                    m = EPOCH_RE.search(text)
+                    if m is not None:
+                        self.epochs[c.channel] = m.group(1)
                 self._ready(c)
             elif b'"error"' in text:
                 self._drop(c, "subscribe refused: " + text[:80].decode("utf-8", "replace"))
@@ -736,6 +778,16 @@ class LoadGen:
                 except OSError:
                     pass
             self._drop(c, "closed by client")
+
+    def abort(self, conns: list[Conn]) -> None:
+        """Cut each connection at once, with a TCP reset and no close frame (not counted as
+        dropped): the way a crashed proxy or a network blip ends them."""
+        for c in conns:
+            if c.state == CLOSED:
+                continue
+            c.closing = True
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+            self._drop(c, "aborted by client")
 
     def close_all(self) -> None:
         self.close(list(self.conns.values()))

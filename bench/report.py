@@ -64,6 +64,13 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
         ("server_cpu_us_per_connect", "server µs/handshake", "us-"),
         ("gen_cpu_pct", "generator CPU", "pct"),
     ],
+    "storm": [
+        ("resubscribed_s", "all resubscribed, s", "s-"),
+        ("recovered_s", "all recovered, s", "s-"),
+        ("recovered_conns", "recovered", "count"),
+        ("server_cpu_us_per_reconnect", "server µs/reconnect", "us-"),
+        ("gen_cpu_pct", "generator CPU", "pct"),
+    ],
     "fanout_cpu": [
         ("server_cpu_us_per_delivery", "server µs/delivery", "us-"),
         ("deliveries_per_s", "deliveries/s", "rate+"),
@@ -75,7 +82,7 @@ HEALTH = [("dropped", "dropped"), ("refused", "refused")]
 
 
 def family(scenario: str) -> str:
-    for prefix in ("broadcast", "burst", "channels", "echo", "idle", "connect", "fanout_cpu"):
+    for prefix in ("broadcast", "burst", "channels", "echo", "idle", "connect", "fanout_cpu", "storm"):
         if scenario.startswith(prefix):
             return prefix
     return ""
@@ -94,6 +101,8 @@ def fmt(value, kind: str) -> str:
         return f"{value:.0f}"
     if kind == "pct":
         return f"{value:.0f}%"
+    if kind == "count":
+        return str(int(value))
     if kind == "frac":
         return f"{100 * value:.0f}%"
     if kind.startswith("kib"):
