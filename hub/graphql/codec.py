@@ -55,7 +55,9 @@ class Message:
 
 def _optional(value: Any, kind: type, what: str) -> Any:
     if value is not None and not isinstance(value, kind):
-        raise BadMessage(f"{what} must be {'an object' if kind is dict else 'a string'} or null")
+        raise BadMessage(
+            f"Invalid message received: {what} must be {'an object' if kind is dict else 'a string'} or null"
+        )
     return value
 
 

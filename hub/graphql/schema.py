@@ -168,7 +168,8 @@ def _history(_root: Any, info: Any, channel: str, since: int = 0, limit: int | N
     caller: Caller = info.context
     if limit is not None and limit < 0:
         raise ProtocolError("bad_request", "limit must not be negative")
-    epoch, last, payloads = caller.hub.history(caller.check_read(channel), since, limit)
+    # limit 0 asks only where the channel stands: a read without messages (since None).
+    epoch, last, payloads = caller.hub.history(caller.check_read(channel), None if limit == 0 else since, limit)
     messages = [orjson.loads(payload) for payload in payloads]
     for message in messages:
         message["epoch"] = epoch
