@@ -108,5 +108,5 @@ class GraphQLServer:
         return source, feed
 
     def feed_count(self) -> int:
-        """Feeds alive: one per prepared subscription that has subscribers (for the tests)."""
+        """Feeds alive: one per prepared subscription that has subscribers."""
         return len(self._feeds)

@@ -109,6 +109,9 @@ class GraphQLSession(Session):
         conn.close(codec.CLOSE_FORBIDDEN, "Forbidden: token expired")
 
     def closed(self, conn: Connection) -> None:
+        self._stop_timer()
+
+    def _stop_timer(self) -> None:
         if self._timer is not None:
             self._timer.kill(block=False)
             self._timer = None
@@ -120,7 +123,7 @@ class GraphQLSession(Session):
             conn.close(codec.CLOSE_TOO_MANY_INITS, "Too many initialisation requests")
             return
         self._initialised = True
-        self.closed(conn)  # the timer
+        self._stop_timer()
         token = _token(message.payload, self._header_token)
         try:
             identity = self.hub.tokens.verify(token) if token else ANONYMOUS

@@ -66,6 +66,12 @@ def test_a_bad_or_missing_token_closes_with_4403(gql, start_server):
         assert client.init()["payload"]["user"] == "ben"
 
 
+def test_a_token_that_expires_closes_the_connection_with_4403(gql):
+    with RawGraphQL(gql) as client:
+        client.init(gql.token("short", ttl=2))
+        assert client.close_code(timeout=30) == (4403, "Forbidden: token expired")
+
+
 def test_a_refused_token_is_4403_for_the_graphql_ws_client_too(gql, node):
     closed = node.connect("a", gql, token="forged")
     assert (closed["event"], closed["code"]) == ("closed", 4403)

@@ -44,7 +44,7 @@ class Side:
     """A hub and its GraphQL server, with connections whose sessions are driven by hand."""
 
     def __init__(self, **config) -> None:
-        self.hub = Hub(Config(rate_messages=0, **config))
+        self.hub = Hub(Config(**{"rate_messages": 0, **config}))
         self.server = GraphQLServer(self.hub)
 
     def connect(self, init: bool = True):
@@ -199,3 +199,17 @@ def test_documents_are_limited_in_depth_and_fields_but_introspection_runs():
     bomb += " fragment F12 on Query { channels { name } }"
     assert [error.extensions["code"] for error in documents.get(bomb).errors] == ["too_many_fields"]
     assert documents.get(get_introspection_query()).errors == []
+
+
+def test_over_the_rate_a_subscribe_is_an_error_a_ping_unanswered_and_complete_honoured():
+    side = Side(rate_messages=3)
+    conn, client = side.connect()
+    side.subscribe(conn, "live", MESSAGES, c="room")  # connection_init was the first
+    side.send(conn, {"type": "ping"})
+    side.send(conn, {"type": "ping"})  # the fourth message in a second: over the rate
+    side.subscribe(conn, "late", MESSAGES, c="room")
+    side.send(conn, {"type": "complete", "id": "live"})
+    got = messages(client)
+    assert [m["type"] for m in got] == ["pong", "error"]
+    assert got[1]["id"] == "late" and got[1]["payload"][0]["extensions"]["code"] == "rate_limited"
+    assert not conn.subscriptions and not conn.closing
