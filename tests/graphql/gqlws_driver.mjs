@@ -8,7 +8,8 @@
 //                                                               {"sub":S,"complete":true}
 //   {"do":"dispose","client":C}
 // With "resume", the subscription keeps the offset and epoch of the last message it saw in its
-// own variables: the client re-sends the same payload when it reconnects, so it resumes there.
+// own variables: the client re-sends the same payload when it reconnects, so it resumes there;
+// and it subscribes again from there when the server answers `unavailable` (Redis unreachable).
 // Every client retries (every 100 ms, up to 300 times) after a close the library deems retryable.
 // Nothing runs for more than 90 s.
 import { createInterface } from "node:readline";
@@ -45,19 +46,28 @@ function connect({ client: name, url, token }) {
 
 function subscribe({ client: name, sub, query, variables, resume }) {
   const payload = { query, variables: { ...(variables || {}) } };
-  clients.get(name).subscribe(payload, {
-    next: (result) => {
-      const message = result.data && result.data.messages;
-      if (resume && message) {
-        payload.variables.since = message.offset;
-        payload.variables.epoch = message.epoch;
-      }
-      print({ sub, next: result });
-    },
-    error: (error) =>
-      print({ sub, error: Array.isArray(error) ? error : { code: error.code, reason: error.reason ?? String(error) } }),
-    complete: () => print({ sub, complete: true }),
-  });
+  const start = () =>
+    clients.get(name).subscribe(payload, {
+      next: (result) => {
+        const message = result.data && result.data.messages;
+        if (resume && message) {
+          payload.variables.since = message.offset;
+          payload.variables.epoch = message.epoch;
+        }
+        print({ sub, next: result });
+      },
+      error: (error) => {
+        // Redis unreachable (a server just started, say): nothing was subscribed; try again
+        // from the same position, as docs/graphql.md tells clients to.
+        if (resume && Array.isArray(error) && error[0]?.extensions?.code === "unavailable") {
+          setTimeout(start, 100);
+          return;
+        }
+        print({ sub, error: Array.isArray(error) ? error : { code: error.code, reason: error.reason ?? String(error) } });
+      },
+      complete: () => print({ sub, complete: true }),
+    });
+  start();
 }
 
 for await (const line of createInterface({ input: process.stdin })) {

@@ -5,11 +5,13 @@
 // `graphql-ws` client re-sends the same payload when it reconnects, and the position kept in
 // `payload.variables` makes that a resume: the server replays exactly what was missed. When the
 // server cannot (a restart that lost its history), the subscription ends with an error whose
-// code is "unrecoverable": start again from history. See docs/graphql.md.
+// code is "unrecoverable": start again from history. "unavailable" (Redis unreachable) means
+// nothing was subscribed: subscribe again from the same position. See docs/graphql.md.
 
 const HISTORY = `query Recent($channel: String!, $limit: Int) {
   history(channel: $channel, limit: $limit) { epoch offset messages { offset epoch from data } }
 }`;
+const RETRY_MS = 1000;
 const MESSAGES = `subscription Feed($channel: String!, $since: Offset, $epoch: String) {
   messages(channel: $channel, since: $since, epoch: $epoch) { offset epoch from data }
 }`;
@@ -40,19 +42,24 @@ export function follow(client, channel, { limit = 20, onReset, onMessage, onErro
     if (stopped) return;
     onReset(history.messages);
     const payload = { query: MESSAGES, variables: { channel, since: history.offset, epoch: history.epoch } };
-    stop = client.subscribe(payload, {
-      next: ({ data }) => {
-        payload.variables.since = data.messages.offset; // where a reconnect resumes
-        payload.variables.epoch = data.messages.epoch;
-        onMessage(data.messages);
-      },
-      error: (errors) => {
-        const code = Array.isArray(errors) ? errors[0]?.extensions?.code : undefined;
-        if (code === "unrecoverable" && !stopped) start().catch(onError);
-        else onError(errors);
-      },
-      complete: () => {},
-    });
+    const subscribe = () => {
+      stop = client.subscribe(payload, {
+        next: ({ data }) => {
+          payload.variables.since = data.messages.offset; // where a reconnect resumes
+          payload.variables.epoch = data.messages.epoch;
+          onMessage(data.messages);
+        },
+        error: (errors) => {
+          const code = Array.isArray(errors) ? errors[0]?.extensions?.code : undefined;
+          if (stopped) return;
+          if (code === "unrecoverable") start().catch(onError);
+          else if (code === "unavailable") setTimeout(subscribe, RETRY_MS); // Redis away: same position
+          else onError(errors);
+        },
+        complete: () => {},
+      });
+    };
+    subscribe();
   }
 
   start().catch(onError);
