@@ -173,7 +173,7 @@ class GraphQLSession(Session):
             if isinstance(feed, MessagesFeed):
                 feed.epoch = result["epoch"]
             else:
-                self._members(conn, source, feed.executor, subscriber, failures)
+                self._members(source, feed.executor, subscriber, failures)
 
         try:
             self.hub.subscribe(
@@ -186,9 +186,7 @@ class GraphQLSession(Session):
             self.hub.unsubscribe(conn, message.id)
             self._error(conn, key, [error(failures[0].code, failures[0].message).formatted])
 
-    def _members(
-        self, conn: Connection, source: Source, executor: Executor, subscriber: OperationSubscriber, failures: list
-    ) -> None:
+    def _members(self, source: Source, executor: Executor, subscriber: OperationSubscriber, failures: list) -> None:
         """A presence subscription starts with every member (the subscriber is one already)."""
         try:
             members = self.hub.presence(source.channel)
