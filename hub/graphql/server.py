@@ -57,7 +57,7 @@ class GraphQLServer:
         return Caller(self.hub, conn.user, conn.grants)
 
     def http_caller(self, authorization: str) -> Caller:
-        """The API key is trusted; a connection token is its user; nothing is anonymous."""
+        """The API key is trusted; a connection token is its user; no token is anonymous, where allowed."""
         scheme, _, given = authorization.partition(" ")
         given = given.strip()
         if not given or scheme.lower() != "bearer":
