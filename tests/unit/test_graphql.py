@@ -213,3 +213,17 @@ def test_over_the_rate_a_subscribe_is_an_error_a_ping_unanswered_and_complete_ho
     assert [m["type"] for m in got] == ["pong", "error"]
     assert got[1]["id"] == "late" and got[1]["payload"][0]["extensions"]["code"] == "rate_limited"
     assert not conn.subscriptions and not conn.closing
+
+
+def test_the_subscription_limit_counts_graphql_subscriptions_and_offsets_pass_32_bits():
+    side = Side(max_subscriptions=2)
+    conn, client = side.connect()
+    for op_id in ("1", "2", "3"):
+        side.subscribe(conn, op_id, MESSAGES, c=f"room{op_id}")
+    refusal = messages(client)[0]
+    assert (refusal["id"], refusal["payload"][0]["extensions"]["code"]) == ("3", "too_many_subscriptions")
+    side.subscribe(conn, "big", '{ history(channel: "room1", since: 3000000000) { offset } }')
+    side.subscribe(conn, "neg", '{ history(channel: "room1", since: -1) { offset } }')
+    big, _complete, negative = messages(client)
+    assert big["payload"] == {"data": {"history": {"offset": 0}}}
+    assert negative["type"] == "error" and "Offset" in negative["payload"][0]["message"]
