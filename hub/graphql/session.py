@@ -75,7 +75,7 @@ class GraphQLSession(Session):
     def _init_timeout(self, conn: Connection) -> None:
         self._timer = None
         if not self._initialised:
-            self.counters["graphql_init_timeouts"] += 1
+            self.counters["refused_graphql_init_timeout"] += 1
             conn.close(codec.CLOSE_INIT_TIMEOUT, "Connection initialisation timeout")
 
     # -- the hub's hooks -------------------------------------------------------------------
