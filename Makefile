@@ -27,7 +27,8 @@ test: $(BIN)/activate system-deps
 	$(BIN)/python -m pytest
 
 # Debian's Chromium for the browser tests (Playwright's own browser downloads are not used) and
-# nginx for the test that runs deploy/nginx.conf; the `ws` package for the client's Node tests.
+# nginx for the test that runs deploy/nginx.conf; npm packages for the Node tests (`ws`, `graphql-ws`)
+# and for building the React example (React, Vite).
 system-deps: node_modules/.package-lock.json
 	@missing=""; command -v chromium >/dev/null || missing="chromium"; \
 	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \

@@ -122,6 +122,20 @@ LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a res
 SIO_PONG = client_frame(b"3")
 SIO_CONNECT_FRAME = client_frame(b"40")
 
+# Dialect `graphql` (bench/PROTOCOL.md): subscribers speak graphql-transport-ws on /graphql, each
+# with the same operation id so that every delivery frame has the same bytes; the publisher and
+# echo speak the native protocol on /ws.
+GQL_PATH = "/graphql"
+GQL_SUBPROTOCOL = "graphql-transport-ws"
+GQL_ACKING = CLOSED + 1  # connection_init sent, waiting for connection_ack
+GQL_INIT_FRAME = client_frame(b'{"type":"connection_init"}')
+# A ping after the subscribe: its pong means the subscription is live (the protocol has no reply).
+GQL_PING_FRAME = client_frame(b'{"type":"ping"}')
+GQL_SUBSCRIBE = (
+    b'{"id":"1","type":"subscribe","payload":{"query":'
+    b'"subscription($c: String!) { messages(channel: $c) { offset data } }","variables":{"c":"%s"}}}'
+)
+
 
 class Timeout(Exception):
     """A phase did not finish before its deadline."""
@@ -188,7 +202,7 @@ class LoadGen:
     """Connections to one server, in one epoll set. Single-threaded; not thread-safe."""
 
     def __init__(self, port: int, dialect: str = "json", host: str = "127.0.0.1", deflate: bool = False) -> None:
-        if dialect not in ("json", "socketio"):
+        if dialect not in ("json", "socketio", "graphql"):
             raise ValueError(f"unknown dialect {dialect!r}")
         self.addr = (host, port)
         self.host = host
@@ -304,6 +318,8 @@ class LoadGen:
     # ---------------------------------------------------------------- opening
 
     def default_path(self, echo: bool = False) -> str:
+        if self.dialect == "graphql":
+            return "/ws/echo" if echo else GQL_PATH
         if self.dialect == "socketio":
             return "/socket.io/?EIO=4&transport=websocket"
         return "/ws/echo" if echo else "/ws"
@@ -375,7 +391,10 @@ class LoadGen:
 
     def _opened(self, c: Conn) -> None:
         """The WebSocket (and Socket.IO namespace) is open: subscribe, or be ready."""
-        if c.role == SUB:
+        if c.role == SUB and self.dialect == "graphql":
+            c.state = GQL_ACKING
+            self._send(c, GQL_INIT_FRAME)
+        elif c.role == SUB:
             c.state = SUBSCRIBING
             self._send(c, self._subscribe_frame(c.channel))
         else:
@@ -432,7 +451,10 @@ class LoadGen:
         channels[i % len(channels)]. Connections not ready by `timeout` are closed and counted in
         `failed`.
         """
-        self._req = self._request(path or self.default_path())
+        if self.dialect == "graphql":
+            self._req = self._graphql_request(role, path)
+        else:
+            self._req = self._request(path or self.default_path())
         channels = channels or [channel_name(0)]
         self.ready = []
         self.failed_open = 0
@@ -640,7 +662,7 @@ class LoadGen:
         """One complete message: a delivery, a reply, or protocol housekeeping."""
         if c.role == SUB:
             m = T_RE.search(text)
-            if m is not None and (self.dialect == "json" or text.startswith(b'42["message"')):
+            if m is not None and (self.dialect in ("json", "graphql") or text.startswith(b'42["message"')):
                 c.got += 1
                 self.delivered += 1
                 if not self.first_ns:
@@ -675,6 +697,8 @@ class LoadGen:
                 self._drop(c, "socket.io: " + text[:60].decode("utf-8", "replace"))
             elif text == b"1":
                 self._drop(c, "engine.io close")
+        elif self.dialect == "graphql":
+            self._graphql_message(c, text)
         elif c.state == SUBSCRIBING:
             if b'"reply"' in text:
                 c.state = SUBSCRIBED
@@ -685,6 +709,27 @@ class LoadGen:
                 self._ready(c)
             elif b'"error"' in text:
                 self._drop(c, "subscribe refused: " + text[:80].decode("utf-8", "replace"))
+
+    # ---------------------------------------------------------------- the graphql dialect
+
+    def _graphql_request(self, role: str, path: str | None) -> bytes:
+        """Subscribers (and bare connections) on /graphql with the subprotocol; the publisher on /ws."""
+        if role == PUB:
+            return self._request(path or "/ws")
+        path = path or GQL_PATH
+        protocol = GQL_SUBPROTOCOL if path == GQL_PATH else None
+        return handshake_request(self.host, self.port, path, self.offer_deflate, protocol)
+
+    def _graphql_message(self, c: Conn, text: bytes) -> None:
+        """connection_ack: subscribe (and ping); pong while subscribing: live. Errors drop."""
+        if c.state == GQL_ACKING and b'"connection_ack"' in text:
+            c.state = SUBSCRIBING
+            self._send(c, client_frame(GQL_SUBSCRIBE % c.channel.encode()) + GQL_PING_FRAME)
+        elif c.state == SUBSCRIBING and b'"pong"' in text:
+            c.state = SUBSCRIBED
+            self._ready(c)
+        elif b'"type":"error"' in text:
+            self._drop(c, "subscribe refused: " + text[:80].decode("utf-8", "replace"))
 
     # ---------------------------------------------------------------- publishing
 
@@ -894,7 +939,7 @@ def echo_rtt(lg: LoadGen, count: int, size: int = 100, timeout: float = 30.0) ->
                     raise ConnectionError("server closed the echo connection")
                 elif lg.dialect == "socketio" and got == b"2":
                     sock.sendall(SIO_PONG)
-                elif op in (1, 2) and (lg.dialect == "json" or got.startswith(b'42["echo"')):
+                elif op in (1, 2) and (lg.dialect in ("json", "graphql") or got.startswith(b'42["echo"')):
                     break
             rtts.append(time.perf_counter_ns() - t0)
     finally:
@@ -907,7 +952,7 @@ def echo_rtt(lg: LoadGen, count: int, size: int = 100, timeout: float = 30.0) ->
     return rtts
 
 
-def handshake_request(host: str, port: int, path: str, deflate: bool = False) -> bytes:
+def handshake_request(host: str, port: int, path: str, deflate: bool = False, protocol: str | None = None) -> bytes:
     lines = [
         f"GET {path} HTTP/1.1",
         f"Host: {host}:{port}",
@@ -918,6 +963,8 @@ def handshake_request(host: str, port: int, path: str, deflate: bool = False) ->
     ]
     if deflate:
         lines.append(f"Sec-WebSocket-Extensions: {DEFLATE_OFFER}")
+    if protocol:
+        lines.append(f"Sec-WebSocket-Protocol: {protocol}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 

@@ -7,6 +7,8 @@ on in production. The client library itself (/static/switchboard.js) is served e
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import orjson
 from flask import Blueprint, Response, current_app, jsonify, request, send_from_directory
 
@@ -17,6 +19,8 @@ bp = Blueprint("demo", __name__)
 
 # Long enough for a name, short enough that the who's-online list stays readable.
 MAX_NAME = 32
+# The React example as Vite builds it (npm run build:example); it uses the token route below.
+REACT_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "react-graphql" / "dist"
 
 
 @bp.before_request
@@ -28,6 +32,15 @@ def require_demo() -> None:
 @bp.get("/")
 def index():
     return send_from_directory(current_app.static_folder, "index.html")
+
+
+@bp.get("/examples/react-graphql/", defaults={"path": "index.html"})
+@bp.get("/examples/react-graphql/<path:path>")
+def react_example(path: str):
+    """examples/react-graphql, built: chat and presence over /ws, an activity feed over /graphql."""
+    if not (REACT_EXAMPLE / "index.html").is_file():
+        raise ProtocolError("not_found", "the React example is not built: run `npm ci && npm run build:example`")
+    return send_from_directory(REACT_EXAMPLE, path)
 
 
 @bp.get("/demo/token")

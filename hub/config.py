@@ -57,6 +57,11 @@ class Config:
     metrics: str = "api"
     # Serve the live stats page at /stats; its figures (/stats.json) need the API key.
     stats_page: bool = False
+    # GraphQL (/graphql): seconds a socket may wait before its connection_init (then 4408), and
+    # how deep one operation may nest and how many fields it may select, fragments expanded.
+    graphql_init_timeout: float = 10.0
+    graphql_max_depth: int = 15
+    graphql_max_fields: int = 250
     # Log level (debug, info, warning, error) and format: "json", "text", or "auto" (text on a terminal).
     log_level: str = "info"
     log_format: str = "auto"

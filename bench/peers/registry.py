@@ -22,7 +22,7 @@ WORKER_CONNECTIONS = "20000"
 class Peer:
     """One server under test.
 
-    dialect: "json" or "socketio" (bench/PROTOCOL.md).
+    dialect: "json", "socketio" or "graphql" (bench/PROTOCOL.md).
     ready_path: a WebSocket path (with query, if any); the peer is up once a WebSocket
     handshake to ws://127.0.0.1:PORT<ready_path> succeeds.
     """
@@ -64,6 +64,14 @@ PEERS: dict[str, Peer] = {
             # publisher that streams as fast as it can, and a log line per connect and disconnect
             # would be measured as handshake cost; the peers have neither.
             env={"PORT": "{port}", "SWITCHBOARD_RATE_MESSAGES": "0", "SWITCHBOARD_LOG_LEVEL": "warning"},
+        ),
+        Peer(
+            "switchboard-graphql",
+            [GUNICORN, "-c", "gunicorn.conf.py", "wsgi:app"],
+            # The same server as "switchboard", its subscribers on /graphql (graphql-transport-ws,
+            # one prepared subscription), its publisher on /ws.
+            env={"PORT": "{port}", "SWITCHBOARD_RATE_MESSAGES": "0", "SWITCHBOARD_LOG_LEVEL": "warning"},
+            dialect="graphql",
         ),
         Peer("switchboard-redis", [PYTHON, "-m", "bench.peers.switchboard_redis", "{port}"]),
         Peer("websockets", [PYTHON, "-m", "bench.peers.websockets_server", "{port}"]),
