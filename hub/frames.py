@@ -68,9 +68,10 @@ def frame_payload(frame: bytes) -> bytes:
 
 
 def encode_close(code: int, reason: str = "") -> bytes:
-    """A close frame; the reason is cut to fit the 125-byte control-frame limit."""
-    body = struct.pack("!H", code) + reason.encode("utf-8")[:123]
-    return encode_frame(body, OP_CLOSE)
+    """A close frame; the reason is cut to fit the 125-byte control-frame limit, on a character
+    boundary (a peer must fail a close whose reason is not UTF-8)."""
+    reason_bytes = reason.encode("utf-8")[:123].decode("utf-8", "ignore").encode("utf-8")
+    return encode_frame(struct.pack("!H", code) + reason_bytes, OP_CLOSE)
 
 
 def parse_close(payload: bytes) -> tuple[int, str]:

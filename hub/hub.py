@@ -232,17 +232,21 @@ class Hub:
         result = {"epoch": history.epoch, "offset": history.offset, "recovered": recovered}
         if reply is not None:
             reply(result)
-        self.counters["out_message"] += len(history.entries)
-        for offset, payload in history.entries:
-            subscriber.queue(codec.message_frame(Publication(name, offset, payload)))
+        # What history holds after `since`, then what arrived while it was read; a codec may have
+        # no frame for some of it (None), like the hub's live fan-out.
+        replay: list = [Publication(name, offset, payload) for offset, payload in history.entries]
         for item in backlog:
             if isinstance(item, Publication):
                 if item.offset > history.offset and item.exclude != conn.id:
-                    subscriber.queue(codec.message_frame(item))
+                    replay.append(item)
             elif item.skip != conn.id:
-                frame = codec.member_frame(item)
-                if frame is not None:
-                    subscriber.queue(frame)
+                replay.append(item)
+        for item in replay:
+            is_message = isinstance(item, Publication)
+            frame = codec.message_frame(item) if is_message else codec.member_frame(item)
+            if frame is not None:
+                subscriber.queue(frame)
+                self.counters["out_message"] += is_message
         del channel.catching_up[subscriber]
         channel.add_subscriber(codec, subscriber)
         conn.subscriptions[key] = Subscription(name, codec, subscriber, member)
@@ -350,6 +354,8 @@ class Hub:
         # in garbage collection on bursts to 5,000), and counts once per codec, not per recipient.
         for codec, subscribers in channel.codecs.items():
             frame = codec.message_frame(publication)
+            if frame is None:
+                continue  # this codec's subscribers do not get messages (a presence feed)
             self.counters["out_message"] += len(subscribers)
             if exclude:
                 for subscriber in tuple(subscribers):

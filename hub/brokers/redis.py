@@ -222,7 +222,8 @@ class RedisBroker:
         # Stream ids are unsigned 64-bit: an offset past the last possible one finds nothing.
         first = "" if since is None else f"{min(since + 1, _MAX_STREAM_ID)}-0"
         keys = [_key(channel, "m"), _key(channel, "s")]
-        args = [os.urandom(4).hex(), self._history_ttl, first, "" if limit is None else limit]
+        # XRANGE's COUNT 0 means no limit: for `limit=0` read one entry (for `complete`) and none back.
+        args = [os.urandom(4).hex(), self._history_ttl, first, "" if limit is None else max(limit, 1)]
         try:
             reply = self._pipeline.execute(*_HISTORY.command(keys, args))
         except _FAILURES as exc:
@@ -233,7 +234,8 @@ class RedisBroker:
             return History(epoch, last)
         # Each stream entry is [id, [b"d", payload]].
         entries = [(int(entry_id.split(b"-", 1)[0]), fields[1]) for entry_id, fields in reply[2]]
-        return History(epoch, last, entries, reaches_back(since, last, entries))
+        complete = reaches_back(since, last, entries)
+        return History(epoch, last, entries[:limit] if limit is not None else entries, complete)
 
     # -- fan-out across workers ------------------------------------------------------------
 
@@ -403,15 +405,15 @@ class RedisBroker:
         else:
             self._pipeline.send("HDEL", f"sb:n:{self.worker}", channel)
 
+    # Reads go through the pipeline too, so they see every join, leave and count queued before them.
+
     def channel_counts(self) -> dict[str, int]:
         try:
-            workers = self.redis.zrange("sb:workers", 0, -1)
-            pipe = self.redis.pipeline(transaction=False)
-            for worker in workers:
-                pipe.hgetall(f"sb:n:{worker.decode()}")
+            workers = self._pipeline.execute("ZRANGE", "sb:workers", 0, -1)
+            pending = [self._pipeline.call("HGETALL", f"sb:n:{worker.decode()}") for worker in workers]
             totals: dict[str, int] = {}
-            for counts in pipe.execute():
-                for name, count in counts.items():
+            for result in pending:
+                for name, count in result.get().items():
                     totals[name.decode()] = totals.get(name.decode(), 0) + int(count)
         except _FAILURES as exc:
             self._note_failure(exc)
@@ -420,7 +422,7 @@ class RedisBroker:
 
     def members(self, channel: str) -> list[dict]:
         try:
-            infos = self.redis.hgetall(_key(channel, "i"))
+            infos = self._pipeline.execute("HGETALL", _key(channel, "i"))
         except _FAILURES as exc:
             self._note_failure(exc)
             raise BrokerUnavailable(str(exc)) from None

@@ -92,12 +92,6 @@ def _subscription(message: Message, payload: Any) -> None:
     _optional(payload.get("extensions"), dict, "extensions")
 
 
-def close_reason(text: str) -> str:
-    """`text` cut to fit a close frame (123 bytes) on a character boundary: a reason cut inside a
-    character would be invalid UTF-8, which the client must answer by failing the connection."""
-    return text.encode("utf-8")[:123].decode("utf-8", "ignore")
-
-
 def encode_id(operation_id: str) -> bytes:
     """An id as it goes into frames: its JSON."""
     return orjson.dumps(operation_id)

@@ -89,7 +89,7 @@ class GraphQLSession(Session):
         except BadMessage as bad:
             check_text(payload)  # not UTF-8 at all: RFC 6455 says 1007
             self.counters["in_graphql_invalid"] += 1
-            conn.close(codec.CLOSE_BAD_REQUEST, codec.close_reason(bad.reason))
+            conn.close(codec.CLOSE_BAD_REQUEST, bad.reason)
             return
         self.counters["in_graphql_" + message.type] += 1
         within_rate = self.hub.within_rate(conn, len(payload))
@@ -135,7 +135,7 @@ class GraphQLSession(Session):
                 "connection_init refused",
                 extra={"client": conn.id, "address": conn.address, "code": refused.code, "reason": refused.message},
             )
-            conn.close(codec.CLOSE_FORBIDDEN, codec.close_reason(f"Forbidden: {refused.message}"))
+            conn.close(codec.CLOSE_FORBIDDEN, f"Forbidden: {refused.message}")
             return
         self.hub.authenticate(conn, identity)
         self._acknowledged = True
@@ -147,7 +147,7 @@ class GraphQLSession(Session):
             return
         if message.id in conn.subscriptions:
             reason = f"Subscriber for {message.id} already exists"
-            conn.close(codec.CLOSE_DUPLICATE, codec.close_reason(reason))
+            conn.close(codec.CLOSE_DUPLICATE, reason)
             return
         key = codec.encode_id(message.id)
         try:

@@ -35,6 +35,8 @@ def test_history_over_http(server):
     assert body["offset"] == offsets[-1] and body["epoch"]
     status, empty = server.api("GET", "/api/channels/never-used/history")
     assert status == 200 and empty["messages"] == [] and empty["offset"] == 0
+    status, position = server.api("GET", "/api/channels/log/history?limit=0")  # where it stands, no messages
+    assert status == 200 and position["messages"] == [] and position["offset"] == offsets[-1]
 
 
 def test_api_refuses_without_the_key(server):

@@ -88,6 +88,8 @@ def test_fragments_count_towards_the_size_limit():
 def test_close_frames():
     assert frame_payload(encode_close(1001, "bye")) == b"\x03\xe9bye"
     assert encode_close(1000, "x" * 500)[1] == 125  # reason cut to fit a control frame
+    cut = frame_payload(encode_close(4409, "é" * 100))  # cut on a character boundary, not inside one
+    assert len(cut) <= 125 and cut[2:].decode("utf-8") == "é" * 61
     assert parse_close(b"") == (1005, "")
     assert parse_close(b"\x03\xe8ok") == (1000, "ok")
     for bad in (b"\x03", b"\x03\xed", b"\x03\xe8\xff"):
