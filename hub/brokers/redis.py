@@ -8,6 +8,11 @@
 - Presence: each user on a channel counts the workers holding it; a worker heartbeats, and when
   one stops for `presence_ttl` seconds any other worker removes its members (pushing `leave`).
   This is eventually consistent, as in Centrifugo: a dead worker's members linger up to the TTL.
+- Observers (BrokerObserver): the scripts that register a member, remove one, write a worker's
+  subscriber counts and reap a dead worker return what changed cluster-wide (a user's first or
+  last subscription anywhere, a channel's first or last occupying worker), so exactly one worker
+  reports each. Counts are written a moment after they change (one writer greenlet), so a
+  subscription shorter than that write may leave no occupied/vacated trace at all.
 - Failures: the listener's lost connection marks the broker unavailable (`problem()`, shown on
   /healthz); it reconnects with backoff and jitter, resubscribes, and re-registers this worker's
   members; publishes meanwhile fail with `unavailable` rather than vanish. Pub/sub keeps nothing
@@ -16,9 +21,9 @@
 
 Keys (all prefixed `sb:`): `{C}:m` hash (epoch, offset), `{C}:s` stream (history), `{C}:k:<key>`
 string (the offset a publish with that idempotency key got, for the window), `{C}:u` hash
-(user -> workers holding it), `{C}:i` hash (user -> info JSON), `w:<id>` set (the channel\0user
-a worker holds), `n:<id>` hash (a worker's subscribers per channel), `workers` sorted set (worker ->
-last heartbeat). Pub/sub channel: `sb:{C}`.
+(user -> workers holding it), `{C}:i` hash (user -> info JSON), `{C}:o` set (workers with
+subscribers on it), `w:<id>` set (the channel\0user a worker holds), `n:<id>` hash (a worker's
+subscribers per channel), `workers` sorted set (worker -> last heartbeat). Pub/sub channel: `sb:{C}`.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import gevent
 import orjson
 from gevent.event import Event
 
-from hub.brokers.base import BrokerUnavailable, History, reaches_back
+from hub.brokers.base import BrokerUnavailable, History, Observers, reaches_back
 from hub.config import Config
 
 try:
@@ -99,10 +104,26 @@ end
 return 0
 """
 
-# KEYS: workers, the dead worker's set and counts. ARGV: worker id. Only the first reaper gets past ZREM.
+# KEYS: the worker's counts, the channel's occupying workers. ARGV: channel, subscribers, worker.
+# Returns 1 when the channel just got its first occupying worker, -1 when it lost its last, else 0.
+_COUNT = """
+if tonumber(ARGV[2]) > 0 then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  if redis.call('SADD', KEYS[2], ARGV[3]) == 1 and redis.call('SCARD', KEYS[2]) == 1 then return 1 end
+  return 0
+end
+redis.call('HDEL', KEYS[1], ARGV[1])
+if redis.call('SREM', KEYS[2], ARGV[3]) == 1 and redis.call('SCARD', KEYS[2]) == 0 then return -1 end
+return 0
+"""
+
+# KEYS: workers, the dead worker's set and counts. ARGV: worker id. Only the first reaper gets past
+# ZREM. Returns nil, or {entries held, {channel, user, info JSON, ...} of the members who left,
+# {channel, ...} the channels it was the last occupant of}.
 _REAP = """
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return false end
 local held = redis.call('SMEMBERS', KEYS[2])
+local removed, vacated = {}, {}
 for _, entry in ipairs(held) do
   local sep = string.find(entry, '\\0', 1, true)
   local channel = string.sub(entry, 1, sep - 1)
@@ -116,10 +137,19 @@ for _, entry in ipairs(held) do
     local leave = '{"type":"leave","channel":' .. cjson.encode(channel) ..
       ',"member":{"user":' .. cjson.encode(user) .. ',"info":' .. info .. '}}'
     redis.call('PUBLISH', 'sb:{' .. channel .. '}', 'p ' .. leave)
+    table.insert(removed, channel)
+    table.insert(removed, user)
+    table.insert(removed, info)
+  end
+end
+for _, channel in ipairs(redis.call('HKEYS', KEYS[3])) do
+  local occupying = 'sb:{' .. channel .. '}:o'
+  if redis.call('SREM', occupying, ARGV[1]) == 1 and redis.call('SCARD', occupying) == 0 then
+    table.insert(vacated, channel)
   end
 end
 redis.call('DEL', KEYS[2], KEYS[3])
-return #held + 1
+return {#held, removed, vacated}
 """
 
 
@@ -158,7 +188,9 @@ class RedisBroker:
         self._join = self.redis.register_script(_JOIN)
         self._leave = self.redis.register_script(_LEAVE)
         self._reap = self.redis.register_script(_REAP)
+        self._count_script = self.redis.register_script(_COUNT)
         self._hub: Hub | None = None
+        self.observers = Observers()
         self._wanted: dict[str, Event] = {}  # channels with local subscribers -> set once live
         # channel -> (epoch, offset) of the last message handed to the hub, and the channels to
         # catch up from history after the listener lost its connection.
@@ -354,18 +386,26 @@ class RedisBroker:
         payload = orjson.dumps({"type": "join", "channel": channel, "member": member})
         keys = [_key(channel, "u"), _key(channel, "i"), f"sb:w:{self.worker}", _pubsub_channel(channel)]
         try:
-            self._join(keys=keys, args=[user, orjson.dumps(member["info"]), f"{channel}\0{user}", payload, skip])
+            added = self._join(
+                keys=keys, args=[user, orjson.dumps(member["info"]), f"{channel}\0{user}", payload, skip]
+            )
         except _FAILURES as exc:
             self._note_failure(exc)  # re-registered by the heartbeat once Redis is back
+            return
+        if added:
+            self.observers.notify("member_added", channel, member)
 
     def leave(self, channel: str, member: dict) -> None:
         user = member["user"]
         payload = orjson.dumps({"type": "leave", "channel": channel, "member": member})
         keys = [_key(channel, "u"), _key(channel, "i"), f"sb:w:{self.worker}", _pubsub_channel(channel)]
         try:
-            self._leave(keys=keys, args=[user, f"{channel}\0{user}", payload])
+            removed = self._leave(keys=keys, args=[user, f"{channel}\0{user}", payload])
         except _FAILURES as exc:
             self._note_failure(exc)
+            return
+        if removed:
+            self.observers.notify("member_removed", channel, member)
 
     def count(self, channel: str) -> None:
         # One greenlet writes the counts that changed, read when it writes: two writes in flight
@@ -378,20 +418,27 @@ class RedisBroker:
         """Absolute counts, not increments: a write after a heartbeat's rewrite can never add twice."""
         try:
             while self._recount:
-                names, self._recount = self._recount, set()
-                pipe = self.redis.pipeline(transaction=False)
+                names, self._recount = list(self._recount), set()
+                counts = []
                 for name in names:
                     channel = self._hub.channels.get(name)
-                    subscribers = channel.subscriber_count() if channel is not None else 0
-                    if subscribers:
-                        pipe.hset(f"sb:n:{self.worker}", name, subscribers)
-                    else:
-                        pipe.hdel(f"sb:n:{self.worker}", name)
-                pipe.execute()
+                    counts.append(channel.subscriber_count() if channel is not None else 0)
+                self._store_counts(names, counts)
         except _FAILURES as exc:
             self._note_failure(exc)  # rewritten whole by the heartbeat once Redis is back
         finally:
             self._count_writer = None
+
+    def _store_counts(self, names: list[str], counts: list[int]) -> None:
+        """Write this worker's subscriber counts; tell the observers which channels just became
+        occupied or vacated cluster-wide."""
+        pipe = self.redis.pipeline(transaction=False)
+        for name, subscribers in zip(names, counts, strict=True):
+            keys = [f"sb:n:{self.worker}", _key(name, "o")]
+            self._count_script(keys=keys, args=[name, subscribers, self.worker], client=pipe)
+        for name, change in zip(names, pipe.execute(), strict=True):
+            if change:
+                self.observers.notify("channel_occupied" if change > 0 else "channel_vacated", name)
 
     def channel_counts(self) -> dict[str, int]:
         try:
@@ -434,10 +481,10 @@ class RedisBroker:
                 self._resync = False
                 # We were not registered (Redis lost its data, or presumed us dead and removed
                 # our members), or a write failed: register everything this worker holds again.
-                counts = self._hub.local_channel_counts()
-                self.redis.delete(f"sb:n:{self.worker}")
-                if counts:
-                    self.redis.hset(f"sb:n:{self.worker}", mapping=counts)
+                # Counts Redis holds for channels we no longer have are written as zero.
+                stale = {name.decode() for name in self.redis.hkeys(f"sb:n:{self.worker}")}
+                for name in stale | set(self._hub.local_channel_counts()):
+                    self.count(name)
                 held = set()
                 for name, channel in tuple(self._hub.channels.items()):
                     for user, (_count, info) in tuple(channel.members.items()):
@@ -450,11 +497,21 @@ class RedisBroker:
                     self.leave(name, {"user": user, "info": orjson.loads(info) if info else None})
             for worker in self.redis.zrangebyscore("sb:workers", "-inf", now - self._presence_ttl):
                 worker = worker.decode()
-                if self._reap(keys=["sb:workers", f"sb:w:{worker}", f"sb:n:{worker}"], args=[worker]):
+                reaped = self._reap(keys=["sb:workers", f"sb:w:{worker}", f"sb:n:{worker}"], args=[worker])
+                if reaped is not None:
                     log.info("removed the members of worker %s: no heartbeat for %.0f s", worker, self._presence_ttl)
+                    self._report_reaped(reaped[1], reaped[2])
             self._last_heartbeat = time.monotonic()
         except _FAILURES as exc:
             self._note_failure(exc)
+
+    def _report_reaped(self, removed: list[bytes], vacated: list[bytes]) -> None:
+        """Tell the observers whom a dead worker's reaping removed, and which channels it vacated."""
+        for i in range(0, len(removed), 3):
+            channel, user, info = removed[i].decode(), removed[i + 1].decode(), orjson.loads(removed[i + 2])
+            self.observers.notify("member_removed", channel, {"user": user, "info": info})
+        for channel in vacated:
+            self.observers.notify("channel_vacated", channel.decode())
 
     # -- health and shutdown ---------------------------------------------------------------
 
@@ -468,6 +525,10 @@ class RedisBroker:
         """Leave the cluster cleanly: members were already removed as connections closed."""
         self._closed = True
         try:
+            # Channels this worker still counts as occupied are left now, not at the next reap.
+            names = [name.decode() for name in self.redis.hkeys(f"sb:n:{self.worker}")]
+            if names:
+                self._store_counts(names, [0] * len(names))
             self.redis.zrem("sb:workers", self.worker)
             self.redis.delete(f"sb:w:{self.worker}", f"sb:n:{self.worker}")
         except _FAILURES:
