@@ -9,8 +9,9 @@ from typing import Any
 
 from flask import Flask
 
-from handlers import api, demo, errors, ops, pages, websocket
+from handlers import api, demo, errors, ops, pages, pusher, websocket
 from hub import Config, Hub, logs
+from hub.pusher.service import PusherService
 
 
 def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
@@ -22,9 +23,11 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     logs.configure(config.log_level, config.log_format)
     app = Flask(__name__, static_folder=Path(__file__).parent / "static")
     app.config["MAX_CONTENT_LENGTH"] = config.max_message_size
-    app.extensions["switchboard"] = Hub(config)
+    hub = app.extensions["switchboard"] = Hub(config)
+    app.extensions["switchboard.pusher"] = PusherService.from_config(hub)
     errors.register(app)
     app.register_blueprint(websocket.bp)
+    app.register_blueprint(pusher.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(demo.bp)
