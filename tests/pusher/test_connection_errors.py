@@ -11,7 +11,7 @@ import pytest
 
 from tests.integration.servers import RawSocket
 from tests.pusher.backend import KEY
-from tests.pusher.conftest import WireClient
+from tests.pusher.deployments import WireClient
 
 
 def refusal(client: RawSocket) -> tuple[dict, int | None]:

@@ -15,7 +15,7 @@ import pytest
 
 from tests.integration.servers import Endpoint
 from tests.pusher.backend import OTHER_APP_ID, OTHER_KEY, OTHER_SECRET, library
-from tests.pusher.conftest import WireClient
+from tests.pusher.deployments import WireClient
 
 
 def wait_for(condition, timeout: float = 15.0):

@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 
 from tests.integration.servers import RedisServer
-from tests.pusher.conftest import WireClient
+from tests.pusher.deployments import WireClient
 
 
 def names(events: list[dict]) -> Counter:

@@ -1,7 +1,8 @@
 """pusher-js's and Laravel Echo's browser builds, unchanged, in headless Chromium against Switchboard.
 
-The page (tests/pusher/page.html) comes from the application back end, which also signs the
-subscriptions, as in a real deployment; the WebSocket goes to Switchboard on its own port.
+The page (tests/pusher/page.html) comes from the application back end (tests/pusher/backend.py),
+which also signs the subscriptions, as in a real deployment; the WebSocket goes to Switchboard on
+its own port. Here, beside the other browser tests, to share their one Chromium.
 """
 
 from __future__ import annotations
@@ -11,10 +12,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from playwright.sync_api import Browser, Page
 
-from tests.browser import conftest as browsers
-from tests.pusher.conftest import Deployment, deploy
-
-browser = browsers.browser
+from tests.pusher.deployments import Deployment, deploy
 
 
 @pytest.fixture(scope="module")
