@@ -9,9 +9,10 @@ from typing import Any
 
 from flask import Flask
 
-from handlers import api, demo, errors, graphql, ops, pages, websocket
+from handlers import api, demo, errors, graphql, ops, pages, pusher, websocket
 from hub import Config, Hub, logs
 from hub.graphql import GraphQLServer
+from hub.pusher.service import PusherService
 
 
 def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
@@ -25,9 +26,11 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = config.max_message_size
     hub = app.extensions["switchboard"] = Hub(config)
     app.extensions["switchboard.graphql"] = GraphQLServer(hub)
+    app.extensions["switchboard.pusher"] = PusherService.from_config(hub)
     errors.register(app)
     app.register_blueprint(websocket.bp)
     app.register_blueprint(graphql.bp)
+    app.register_blueprint(pusher.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(demo.bp)

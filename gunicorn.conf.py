@@ -95,6 +95,9 @@ def worker_exit(server, worker):
     hub = extensions.get("switchboard")
     if hub is not None:
         hub.shutdown(timeout=5.0)
+    pusher = extensions.get("switchboard.pusher")
+    if pusher is not None and pusher.webhooks is not None:
+        pusher.webhooks.stop(timeout=3.0)  # the members and channels the shutdown just removed
     recorder = extensions.get("switchboard.metrics")
     if recorder is not None:
         recorder.stop()  # what this worker counted stays in the others' scrapes

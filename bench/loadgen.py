@@ -47,6 +47,7 @@ EPOLLHUP = select.EPOLLHUP
 
 # Connection states, in the order a connection goes through them.
 CONNECTING, HANDSHAKE, SIO_OPEN, SIO_CONNECT, OPEN, SUBSCRIBING, SUBSCRIBED, CLOSED = range(8)
+PUSHER_OPEN = 8  # dialect "pusher": upgraded, waiting for pusher:connection_established
 
 SUB, PUB, PLAIN = "sub", "pub", "plain"  # roles: subscriber, publisher, bare connection
 
@@ -58,6 +59,9 @@ DEFLATE_OFFER = "permessage-deflate; client_max_window_bits"
 DEFLATE_TAIL = b"\x00\x00\xff\xff"
 T_RE = re.compile(rb'"t":\s*(\d{19})')
 EPOCH_RE = re.compile(rb'"epoch":\s*"([^"]{1,64})"')
+# Dialect "pusher": the data is a JSON string inside the message, so its quotes are escaped.
+PUSHER_T_RE = re.compile(rb'\\"t\\":(\d{19})')
+PUSHER_KEY = "bench"  # the app key bench/peers/registry.py gives the switchboard-pusher peer
 ERROR_CODE_RE = re.compile(rb'"code":\s*"([^"]{1,40})"')
 PUBLISH_SIZE = 100  # bytes of the publish command's payload (PROTOCOL.md: "about 100 bytes")
 CHANNEL_WIDTH = 6  # channel names are "c%05d": fixed width keeps every delivery the same length
@@ -119,6 +123,7 @@ def client_frame(payload: bytes, opcode: int = 1) -> bytes:
 
 CLOSE_FRAME = client_frame(b"\x03\xe8", 8)
 LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
+PUSHER_PONG = client_frame(b'{"event":"pusher:pong","data":{}}')
 SIO_PONG = client_frame(b"3")
 SIO_CONNECT_FRAME = client_frame(b"40")
 
@@ -127,7 +132,7 @@ SIO_CONNECT_FRAME = client_frame(b"40")
 # echo speak the native protocol on /ws.
 GQL_PATH = "/graphql"
 GQL_SUBPROTOCOL = "graphql-transport-ws"
-GQL_ACKING = CLOSED + 1  # connection_init sent, waiting for connection_ack
+GQL_ACKING = PUSHER_OPEN + 1  # dialect graphql: connection_init sent, waiting for connection_ack
 GQL_INIT_FRAME = client_frame(b'{"type":"connection_init"}')
 # A ping after the subscribe: its pong means the subscription is live (the protocol has no reply).
 GQL_PING_FRAME = client_frame(b'{"type":"ping"}')
@@ -202,12 +207,14 @@ class LoadGen:
     """Connections to one server, in one epoll set. Single-threaded; not thread-safe."""
 
     def __init__(self, port: int, dialect: str = "json", host: str = "127.0.0.1", deflate: bool = False) -> None:
-        if dialect not in ("json", "socketio", "graphql"):
+        if dialect not in ("json", "socketio", "graphql", "pusher"):
             raise ValueError(f"unknown dialect {dialect!r}")
         self.addr = (host, port)
         self.host = host
         self.port = port
         self.dialect = dialect
+        self.t_re = PUSHER_T_RE if dialect == "pusher" else T_RE
+        self._pusher_greeting = False
         self.offer_deflate = deflate
         self.ep = select.epoll()
         self.conns: dict[int, Conn] = {}
@@ -317,9 +324,11 @@ class LoadGen:
 
     # ---------------------------------------------------------------- opening
 
-    def default_path(self, echo: bool = False) -> str:
+    def default_path(self, echo: bool = False, role: str = SUB) -> str:
         if self.dialect == "graphql":
             return "/ws/echo" if echo else GQL_PATH
+        if self.dialect == "pusher" and not echo:
+            return pusher_path(role)
         if self.dialect == "socketio":
             return "/socket.io/?EIO=4&transport=websocket"
         return "/ws/echo" if echo else "/ws"
@@ -384,6 +393,8 @@ class LoadGen:
                     c.wbits = int(value.strip('"'))
         if self.dialect == "socketio":
             c.state = SIO_OPEN
+        elif self._pusher_greeting:
+            c.state = PUSHER_OPEN
         else:
             self._opened(c)
         if rest:
@@ -402,6 +413,8 @@ class LoadGen:
             self._ready(c)
 
     def _subscribe_frame(self, channel: str | None) -> bytes:
+        if self.dialect == "pusher":
+            return client_frame(b'{"event":"pusher:subscribe","data":{"channel":"%s"}}' % channel.encode())
         if self.dialect == "socketio":
             return client_frame(b'421["subscribe","%s"]' % channel.encode())
         resume = self._resume.get(channel, b"")
@@ -412,10 +425,20 @@ class LoadGen:
         recovery replay what came after it; others ignore the fields)."""
         self._resume = {ch: b',"since":%d,"epoch":"%s"' % (offset, epoch) for ch, epoch in self.epochs.items()}
 
+    def _prepare(self, role: str, path: str | None) -> None:
+        """The handshake request new connections of `role` send, and what they wait for after it."""
+        if self.dialect == "graphql":
+            self._req = self._graphql_request(role, path)
+            self._pusher_greeting = False
+        else:
+            path = path or self.default_path(role=role)
+            self._req = self._request(path)
+            self._pusher_greeting = path.startswith("/app/")  # Pusher connections wait for their greeting
+
     def open_spread(self, n: int, channels: list[str], window: float, timeout: float) -> OpenResult:
         """Open `n` subscribers, each starting at a random moment within `window` seconds, as
         clients with jittered backoff come back after a drop; `elapsed` ends at the last ready."""
-        self._req = self._request(self.default_path())
+        self._prepare(SUB, None)
         self.ready = []
         self.failed_open = 0
         errors_before = dict(self.errors)
@@ -451,10 +474,7 @@ class LoadGen:
         channels[i % len(channels)]. Connections not ready by `timeout` are closed and counted in
         `failed`.
         """
-        if self.dialect == "graphql":
-            self._req = self._graphql_request(role, path)
-        else:
-            self._req = self._request(path or self.default_path())
+        self._prepare(role, path)
         channels = channels or [channel_name(0)]
         self.ready = []
         self.failed_open = 0
@@ -661,8 +681,8 @@ class LoadGen:
     def _message(self, c: Conn, text: bytes, data: bytes, start: int, raw_len: int, now: int) -> None:
         """One complete message: a delivery, a reply, or protocol housekeeping."""
         if c.role == SUB:
-            m = T_RE.search(text)
-            if m is not None and (self.dialect in ("json", "graphql") or text.startswith(b'42["message"')):
+            m = self.t_re.search(text)
+            if m is not None and self._is_delivery(text):
                 c.got += 1
                 self.delivered += 1
                 if not self.first_ns:
@@ -682,7 +702,9 @@ class LoadGen:
             m = ERROR_CODE_RE.search(text)
             self._error("publish refused: " + (m.group(1).decode() if m else text[:60].decode()))
             return
-        if self.dialect == "socketio":
+        if self.dialect == "pusher" and c.role != PUB:
+            self._pusher_message(c, text)
+        elif self.dialect == "socketio":
             if text == b"2":  # Engine.IO ping
                 self._send(c, SIO_PONG)
             elif c.state == SIO_OPEN and text.startswith(b"0{"):
@@ -730,6 +752,26 @@ class LoadGen:
             self._ready(c)
         elif b'"type":"error"' in text:
             self._drop(c, "subscribe refused: " + text[:80].decode("utf-8", "replace"))
+
+    def _is_delivery(self, text: bytes) -> bool:
+        if self.dialect == "socketio":
+            return text.startswith(b'42["message"')
+        if self.dialect == "pusher":
+            return text.startswith(b'{"event":"message"')
+        return True
+
+    def _pusher_message(self, c: Conn, text: bytes) -> None:
+        """Dialect "pusher" (Pusher protocol 7 at /app/<key>): the greeting, the subscription's
+        answer, and the server's application-level ping."""
+        if c.state == PUSHER_OPEN and text.startswith(b'{"event":"pusher:connection_established"'):
+            self._opened(c)
+        elif c.state == SUBSCRIBING and b'"pusher_internal:subscription_succeeded"' in text:
+            c.state = SUBSCRIBED
+            self._ready(c)
+        elif text.startswith(b'{"event":"pusher:ping"'):
+            self._send(c, PUSHER_PONG)
+        elif text.startswith((b'{"event":"pusher:error"', b'{"event":"pusher:subscription_error"')):
+            self._drop(c, "pusher: " + text[:80].decode("utf-8", "replace"))
 
     # ---------------------------------------------------------------- publishing
 
@@ -939,7 +981,7 @@ def echo_rtt(lg: LoadGen, count: int, size: int = 100, timeout: float = 30.0) ->
                     raise ConnectionError("server closed the echo connection")
                 elif lg.dialect == "socketio" and got == b"2":
                     sock.sendall(SIO_PONG)
-                elif op in (1, 2) and (lg.dialect in ("json", "graphql") or got.startswith(b'42["echo"')):
+                elif op in (1, 2) and (lg.dialect != "socketio" or got.startswith(b'42["echo"')):
                     break
             rtts.append(time.perf_counter_ns() - t0)
     finally:
@@ -950,6 +992,14 @@ def echo_rtt(lg: LoadGen, count: int, size: int = 100, timeout: float = 30.0) ->
         sock.close()
         c.state = CLOSED
     return rtts
+
+
+def pusher_path(role: str) -> str:
+    """Dialect "pusher": subscribers and bare connections are Pusher clients of the bench app; the
+    publisher is a native client of the same server (docs/pusher.md: one hub for both)."""
+    if role == PUB:
+        return "/ws"
+    return f"/app/{PUSHER_KEY}?protocol=7&client=bench&version=1"
 
 
 def handshake_request(host: str, port: int, path: str, deflate: bool = False, protocol: str | None = None) -> bytes:

@@ -62,6 +62,11 @@ class Config:
     graphql_init_timeout: float = 10.0
     graphql_max_depth: int = 15
     graphql_max_fields: int = 250
+    # Pusher apps (docs/pusher.md): "id:key:secret" entries, comma-separated, or a JSON list of
+    # {"id","key","secret","webhook_url"}; the first shares the native channels. Empty: no Pusher.
+    pusher_apps: str = ""
+    # Where Pusher webhooks are POSTed, for every app whose JSON entry names no webhook_url.
+    pusher_webhook_url: str = ""
     # Log level (debug, info, warning, error) and format: "json", "text", or "auto" (text on a terminal).
     log_level: str = "info"
     log_format: str = "auto"

@@ -22,7 +22,7 @@ WORKER_CONNECTIONS = "20000"
 class Peer:
     """One server under test.
 
-    dialect: "json", "socketio" or "graphql" (bench/PROTOCOL.md).
+    dialect: "json", "socketio", "graphql" or "pusher" (bench/PROTOCOL.md).
     ready_path: a WebSocket path (with query, if any); the peer is up once a WebSocket
     handshake to ws://127.0.0.1:PORT<ready_path> succeeds.
     """
@@ -72,6 +72,19 @@ PEERS: dict[str, Peer] = {
             # one prepared subscription), its publisher on /ws.
             env={"PORT": "{port}", "SWITCHBOARD_RATE_MESSAGES": "0", "SWITCHBOARD_LOG_LEVEL": "warning"},
             dialect="graphql",
+        ),
+        Peer(
+            "switchboard-pusher",
+            [GUNICORN, "-c", "gunicorn.conf.py", "wsgi:app"],
+            # The same server and settings as "switchboard"; its subscribers speak Pusher's protocol
+            # (bench/loadgen.py's "pusher" dialect) and its publisher the native one.
+            env={
+                "PORT": "{port}",
+                "SWITCHBOARD_RATE_MESSAGES": "0",
+                "SWITCHBOARD_LOG_LEVEL": "warning",
+                "SWITCHBOARD_PUSHER_APPS": "1:bench:bench-secret",
+            },
+            dialect="pusher",
         ),
         Peer("switchboard-redis", [PYTHON, "-m", "bench.peers.switchboard_redis", "{port}"]),
         Peer("websockets", [PYTHON, "-m", "bench.peers.websockets_server", "{port}"]),

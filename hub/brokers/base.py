@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -9,6 +10,8 @@ from hub.errors import ProtocolError
 
 if TYPE_CHECKING:
     from hub.hub import Hub
+
+log = logging.getLogger("switchboard.broker")
 
 
 class BrokerUnavailable(ProtocolError):
@@ -38,8 +41,54 @@ def reaches_back(since: int, last: int, entries: list[tuple[int, bytes]]) -> boo
     return bool(entries) and entries[0][0] == since + 1
 
 
+class BrokerObserver(Protocol):
+    """Told of what happens once per cluster, by the one worker whose broker saw it happen.
+
+    Only a broker knows these moments: with Redis, a channel's first subscriber anywhere and its
+    last, and a user's first and last subscription anywhere, are decided inside Redis scripts, and
+    the members of a dead worker are removed by whichever worker reaps them. Each is reported to the
+    observers of exactly one worker (a worker killed before it reports loses it: at most once).
+    Members are reported on every channel, as the hub tracks them; `presence-` is the observer's
+    business. Calls come from the broker's own code paths (a subscription, the count writer, the
+    heartbeat): an observer must queue its work, never block, and never raise.
+    """
+
+    def channel_occupied(self, channel: str) -> None: ...
+
+    def channel_vacated(self, channel: str) -> None: ...
+
+    def member_added(self, channel: str, member: dict) -> None: ...
+
+    def member_removed(self, channel: str, member: dict) -> None: ...
+
+
+class Observers:
+    """The observers of one broker. One that raises is logged; the broker and the others go on."""
+
+    __slots__ = ("_observers",)
+
+    def __init__(self) -> None:
+        self._observers: list[BrokerObserver] = []
+
+    def add(self, observer: BrokerObserver) -> None:
+        self._observers.append(observer)
+
+    def notify(self, event: str, *args: object) -> None:
+        """Call `event` (a BrokerObserver method name) on every observer."""
+        for observer in self._observers:
+            try:
+                getattr(observer, event)(*args)
+            except Exception:
+                log.exception("broker observer %r failed on %s", observer, event)
+
+
 class Broker(Protocol):
-    """What the hub needs from a broker. Delivery comes back through `hub.deliver` and `hub.announce`."""
+    """What the hub needs from a broker. Delivery comes back through `hub.deliver` and `hub.announce`.
+
+    `observers` are told of cluster-wide occupancy and membership changes (BrokerObserver).
+    """
+
+    observers: Observers
 
     def attach(self, hub: Hub) -> None:
         """Remember the hub to deliver to."""

@@ -1,7 +1,8 @@
 """The in-process broker: offsets, history and presence for one worker, no Redis needed.
 
 Publishing assigns the offset, keeps the message in a bounded ring and delivers it at once, all
-without yielding, so a subscriber reading history can never miss or repeat a message.
+without yielding, so a subscriber reading history can never miss or repeat a message. This worker
+is the whole cluster, so its observers hear of every first and last subscriber and member here.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from hub import commands
-from hub.brokers.base import History, reaches_back
+from hub.brokers.base import History, Observers, reaches_back
 from hub.config import Config
 
 if TYPE_CHECKING:
@@ -43,6 +44,8 @@ class LocalBroker:
         self.epoch = secrets.token_hex(4)
         self._rings: dict[str, _Ring] = {}
         self._hub: Hub | None = None
+        self.observers = Observers()
+        self._occupied: set[str] = set()  # channels with a live subscriber, for the observers
 
     def attach(self, hub: Hub) -> None:
         self._hub = hub
@@ -87,12 +90,23 @@ class LocalBroker:
 
     def join(self, channel: str, member: dict, skip: str) -> None:
         self._hub.announce(channel, commands.member_payload("join", channel, member), skip)
+        self.observers.notify("member_added", channel, member)
 
     def leave(self, channel: str, member: dict) -> None:
         self._hub.announce(channel, commands.member_payload("leave", channel, member), "")
+        self.observers.notify("member_removed", channel, member)
 
     def count(self, channel: str) -> None:
-        """Nothing to do: the hub's own channels are the count."""
+        """The hub's own channels are the count; tell the observers when one gains its first live
+        subscriber or loses its last."""
+        local = self._hub.channels.get(channel)
+        occupied = local is not None and local.subscriber_count() > 0
+        if occupied and channel not in self._occupied:
+            self._occupied.add(channel)
+            self.observers.notify("channel_occupied", channel)
+        elif not occupied and channel in self._occupied:
+            self._occupied.discard(channel)
+            self.observers.notify("channel_vacated", channel)
 
     def channel_counts(self) -> dict[str, int]:
         return self._hub.local_channel_counts()

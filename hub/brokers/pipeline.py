@@ -38,7 +38,8 @@ class Pipeline:
         self._scripts = scripts
         # Told of the failures of commands nobody waits for (`send`).
         self._on_failure = on_failure
-        self._queue: list[tuple[tuple, AsyncResult | None]] = []
+        # Each command with where its reply goes: a waiting caller, a callback, or nowhere.
+        self._queue: list[tuple[tuple, AsyncResult | Callable | None]] = []
         self._sender: gevent.Greenlet | None = None
 
     def call(self, *command) -> AsyncResult:
@@ -51,11 +52,12 @@ class Pipeline:
         """Queue a command and wait for its reply."""
         return self.call(*command).get()
 
-    def send(self, *command) -> None:
-        """Queue a command whose reply nobody waits for; a failure goes to `on_failure`."""
-        self._queue_command(command, None)
+    def send(self, *command, then: Callable[[object], None] | None = None) -> None:
+        """Queue a command nobody waits for; `then(reply)` runs in the sender greenlet when it is
+        answered (so it must not block), and a failure goes to `on_failure`."""
+        self._queue_command(command, then)
 
-    def _queue_command(self, command: tuple, result: AsyncResult | None) -> None:
+    def _queue_command(self, command: tuple, result: AsyncResult | Callable | None) -> None:
         self._queue.append((command, result))
         if self._sender is None:
             self._sender = gevent.spawn(self._send)
@@ -69,13 +71,15 @@ class Pipeline:
                 except Exception as exc:  # the connection failed: every command of the batch did
                     replies = [exc] * len(batch)
                 for (_, result), reply in zip(batch, replies, strict=True):
-                    if result is not None:
+                    if isinstance(result, AsyncResult):
                         if isinstance(reply, Exception):
                             result.set_exception(reply)
                         else:
                             result.set(reply)
                     elif isinstance(reply, Exception):
                         self._on_failure(reply)
+                    elif result is not None:
+                        result(reply)
         finally:
             self._sender = None
 

@@ -8,6 +8,11 @@
 - Presence: each user on a channel counts the workers holding it; a worker heartbeats, and when
   one stops for `presence_ttl` seconds any other worker removes its members (pushing `leave`).
   This is eventually consistent, as in Centrifugo: a dead worker's members linger up to the TTL.
+- Observers (BrokerObserver): the scripts that register a member, remove one, write a worker's
+  subscriber counts and reap a dead worker return what changed cluster-wide (a user's first or
+  last subscription anywhere, a channel's first or last occupying worker), so exactly one worker
+  reports each. Counts are written a moment after they change (one writer greenlet), so a
+  subscription shorter than that write may leave no occupied/vacated trace at all.
 - Failures: the listener's lost connection marks the broker unavailable (`problem()`, shown on
   /healthz); it reconnects with backoff and jitter, resubscribes, and re-registers this worker's
   members; publishes meanwhile fail with `unavailable` rather than vanish. Pub/sub keeps nothing
@@ -16,9 +21,9 @@
 
 Keys (all prefixed `sb:`): `{C}:m` hash (epoch, offset), `{C}:s` stream (history), `{C}:k:<key>`
 string (the offset a publish with that idempotency key got, for the window), `{C}:u` hash
-(user -> workers holding it), `{C}:i` hash (user -> info JSON), `w:<id>` set (the channel\0user
-a worker holds), `n:<id>` hash (a worker's subscribers per channel), `workers` sorted set (worker ->
-last heartbeat). Pub/sub channel: `sb:{C}`.
+(user -> workers holding it), `{C}:i` hash (user -> info JSON), `{C}:o` set (workers with
+subscribers on it), `w:<id>` set (the channel\0user a worker holds), `n:<id>` hash (a worker's
+subscribers per channel), `workers` sorted set (worker -> last heartbeat). Pub/sub channel: `sb:{C}`.
 """
 
 from __future__ import annotations
@@ -27,13 +32,14 @@ import logging
 import os
 import random
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import gevent
 import orjson
 from gevent.event import Event
 
-from hub.brokers.base import BrokerUnavailable, History, reaches_back
+from hub.brokers.base import BrokerUnavailable, History, Observers, reaches_back
 from hub.brokers.pipeline import Pipeline, Script
 from hub.config import Config
 
@@ -51,6 +57,8 @@ log = logging.getLogger("switchboard.redis")
 
 _FAILURES = (redis.ConnectionError, redis.TimeoutError, OSError)
 _MAX_STREAM_ID = 2**64 - 1
+# What the count script's answer says happened to the channel cluster-wide.
+_OCCUPANCY = {1: "channel_occupied", -1: "channel_vacated"}
 # Connections per worker: commands from many greenlets at once share them.
 REDIS_CONNECTIONS = 50
 _CONTROL = "sb:control"
@@ -119,10 +127,26 @@ end
 return 0
 """)
 
-# KEYS: workers, the dead worker's set and counts. ARGV: worker id. Only the first reaper gets past ZREM.
+# KEYS: the worker's counts, the channel's occupying workers. ARGV: channel, subscribers, worker.
+# Returns 1 when the channel just got its first occupying worker, -1 when it lost its last, else 0.
+_COUNT = Script("""
+if tonumber(ARGV[2]) > 0 then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  if redis.call('SADD', KEYS[2], ARGV[3]) == 1 and redis.call('SCARD', KEYS[2]) == 1 then return 1 end
+  return 0
+end
+redis.call('HDEL', KEYS[1], ARGV[1])
+if redis.call('SREM', KEYS[2], ARGV[3]) == 1 and redis.call('SCARD', KEYS[2]) == 0 then return -1 end
+return 0
+""")
+
+# KEYS: workers, the dead worker's set and counts. ARGV: worker id. Only the first reaper gets past
+# ZREM. Returns nil, or {entries held, {channel, user, info JSON, ...} of the members who left,
+# {channel, ...} the channels it was the last occupant of}.
 _REAP = Script("""
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return false end
 local held = redis.call('SMEMBERS', KEYS[2])
+local removed, vacated = {}, {}
 for _, entry in ipairs(held) do
   local sep = string.find(entry, '\\0', 1, true)
   local channel = string.sub(entry, 1, sep - 1)
@@ -136,10 +160,19 @@ for _, entry in ipairs(held) do
     local leave = '{"type":"leave","channel":' .. cjson.encode(channel) ..
       ',"member":{"user":' .. cjson.encode(user) .. ',"info":' .. info .. '}}'
     redis.call('PUBLISH', 'sb:{' .. channel .. '}', 'p ' .. leave)
+    table.insert(removed, channel)
+    table.insert(removed, user)
+    table.insert(removed, info)
+  end
+end
+for _, channel in ipairs(redis.call('HKEYS', KEYS[3])) do
+  local occupying = 'sb:{' .. channel .. '}:o'
+  if redis.call('SREM', occupying, ARGV[1]) == 1 and redis.call('SCARD', occupying) == 0 then
+    table.insert(vacated, channel)
   end
 end
 redis.call('DEL', KEYS[2], KEYS[3])
-return #held + 1
+return {#held, removed, vacated}
 """)
 
 
@@ -175,8 +208,9 @@ class RedisBroker:
         )
         self.redis = redis.Redis(connection_pool=pool)
         # Publishes, history reads, presence and counts: one round trip for all that is asked at once.
-        self._pipeline = Pipeline(self.redis, [_PUBLISH, _HISTORY, _JOIN, _LEAVE, _REAP], self._note_failure)
+        self._pipeline = Pipeline(self.redis, [_PUBLISH, _HISTORY, _JOIN, _LEAVE, _COUNT, _REAP], self._note_failure)
         self._hub: Hub | None = None
+        self.observers = Observers()
         self._wanted: dict[str, Event] = {}  # channels with local subscribers -> set once live
         # channel -> (epoch, offset) of the last message handed to the hub, and the channels to
         # catch up from history after the listener lost its connection.
@@ -385,25 +419,45 @@ class RedisBroker:
         keys = [_key(channel, "u"), _key(channel, "i"), f"sb:w:{self.worker}", _pubsub_channel(channel)]
         # Nobody waits: a failure is noted and the heartbeat registers the member again.
         self._pipeline.send(
-            *_JOIN.command(keys, [user, orjson.dumps(member["info"]), f"{channel}\0{user}", payload, skip])
+            *_JOIN.command(keys, [user, orjson.dumps(member["info"]), f"{channel}\0{user}", payload, skip]),
+            then=self._notify_if("member_added", channel, member),
         )
 
     def leave(self, channel: str, member: dict) -> None:
         user = member["user"]
         payload = orjson.dumps({"type": "leave", "channel": channel, "member": member})
         keys = [_key(channel, "u"), _key(channel, "i"), f"sb:w:{self.worker}", _pubsub_channel(channel)]
-        self._pipeline.send(*_LEAVE.command(keys, [user, f"{channel}\0{user}", payload]))
+        self._pipeline.send(
+            *_LEAVE.command(keys, [user, f"{channel}\0{user}", payload]),
+            then=self._notify_if("member_removed", channel, member),
+        )
 
     def count(self, channel: str) -> None:
-        # Absolute counts, not increments: a write after a heartbeat's rewrite can never add twice.
-        # The pipeline keeps them in order, so the last one written is the count now; a failure is
-        # noted, and the heartbeat rewrites them all once Redis is back.
         local = self._hub.channels.get(channel)
-        subscribers = local.subscriber_count() if local is not None else 0
-        if subscribers:
-            self._pipeline.send("HSET", f"sb:n:{self.worker}", channel, subscribers)
-        else:
-            self._pipeline.send("HDEL", f"sb:n:{self.worker}", channel)
+        self._store_count(channel, local.subscriber_count() if local is not None else 0)
+
+    def _store_count(self, channel: str, subscribers: int) -> None:
+        """Write this worker's subscriber count of `channel`; the observers hear when that made
+        the channel occupied or vacated cluster-wide.
+
+        Absolute counts, not increments: a write after a heartbeat's rewrite can never add twice.
+        The pipeline keeps them in order, so the last one written is the count now; a failure is
+        noted, and the heartbeat rewrites them all once Redis is back.
+        """
+        keys = [f"sb:n:{self.worker}", _key(channel, "o")]
+        self._pipeline.send(
+            *_COUNT.command(keys, [channel, subscribers, self.worker]),
+            then=lambda change: change and self.observers.notify(_OCCUPANCY[change], channel),
+        )
+
+    def _notify_if(self, event: str, *args) -> Callable[[object], None]:
+        """A reply callback: tell the observers `event` when the script answers that it happened."""
+
+        def then(happened: object) -> None:
+            if happened:
+                self.observers.notify(event, *args)
+
+        return then
 
     # Reads go through the pipeline too, so they see every join, leave and count queued before them.
 
@@ -446,10 +500,10 @@ class RedisBroker:
                 self._resync = False
                 # We were not registered (Redis lost its data, or presumed us dead and removed
                 # our members), or a write failed: register everything this worker holds again.
-                counts = self._hub.local_channel_counts()
-                self.redis.delete(f"sb:n:{self.worker}")
-                if counts:
-                    self.redis.hset(f"sb:n:{self.worker}", mapping=counts)
+                # Counts Redis holds for channels we no longer have are written as zero.
+                stale = {name.decode() for name in self.redis.hkeys(f"sb:n:{self.worker}")}
+                for name in stale | set(self._hub.local_channel_counts()):
+                    self.count(name)
                 held = set()
                 for name, channel in tuple(self._hub.channels.items()):
                     for user, (_count, info) in tuple(channel.members.items()):
@@ -462,11 +516,23 @@ class RedisBroker:
                     self.leave(name, {"user": user, "info": orjson.loads(info) if info else None})
             for worker in self.redis.zrangebyscore("sb:workers", "-inf", now - self._presence_ttl):
                 worker = worker.decode()
-                if self._pipeline.execute(*_REAP.command(["sb:workers", f"sb:w:{worker}", f"sb:n:{worker}"], [worker])):
+                reaped = self._pipeline.execute(
+                    *_REAP.command(["sb:workers", f"sb:w:{worker}", f"sb:n:{worker}"], [worker])
+                )
+                if reaped is not None:
                     log.info("removed the members of worker %s: no heartbeat for %.0f s", worker, self._presence_ttl)
+                    self._report_reaped(reaped[1], reaped[2])
             self._last_heartbeat = time.monotonic()
         except _FAILURES as exc:
             self._note_failure(exc)
+
+    def _report_reaped(self, removed: list[bytes], vacated: list[bytes]) -> None:
+        """Tell the observers whom a dead worker's reaping removed, and which channels it vacated."""
+        for i in range(0, len(removed), 3):
+            channel, user, info = removed[i].decode(), removed[i + 1].decode(), orjson.loads(removed[i + 2])
+            self.observers.notify("member_removed", channel, {"user": user, "info": info})
+        for channel in vacated:
+            self.observers.notify("channel_vacated", channel.decode())
 
     # -- health and shutdown ---------------------------------------------------------------
 
@@ -480,8 +546,11 @@ class RedisBroker:
         """Leave the cluster cleanly: members were already removed as connections closed."""
         self._closed = True
         try:
-            self.redis.zrem("sb:workers", self.worker)
-            self.redis.delete(f"sb:w:{self.worker}", f"sb:n:{self.worker}")
+            # Channels this worker still counts as occupied are left now, not at the next reap.
+            for name in self._pipeline.execute("HKEYS", f"sb:n:{self.worker}"):
+                self._store_count(name.decode(), 0)
+            self._pipeline.execute("ZREM", "sb:workers", self.worker)
+            self._pipeline.execute("DEL", f"sb:w:{self.worker}", f"sb:n:{self.worker}")
         except _FAILURES:
             pass
         if self._listener is not None:

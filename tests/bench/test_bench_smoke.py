@@ -21,7 +21,7 @@ from bench import harness, loadgen
 from bench.peers.registry import Peer
 
 ROOT = Path(__file__).resolve().parents[2]
-PEERS = ["websockets", "switchboard", "switchboard-graphql"]
+PEERS = ["websockets", "switchboard", "switchboard-graphql", "switchboard-pusher"]
 OUTPUTS = [
     "results.json",
     "results.md",
