@@ -29,16 +29,21 @@ from switchboard_client.errors import (
     UnauthorizedError,
     UnavailableError,
 )
+from switchboard_client.http_api import AsyncHTTPClient, HTTPClient
 from switchboard_client.protocol import Join, Leave, Member, Message
+from switchboard_client.sync import Client, Subscription, connect
 
 __all__ = [
+    "AsyncHTTPClient",
     "BadCommandError",
     "BadJsonError",
     "BadRequestError",
+    "Client",
     "ClientClosed",
     "CommandTimeout",
     "ConnectionFailed",
     "ForbiddenError",
+    "HTTPClient",
     "InvalidChannelError",
     "Join",
     "Leave",
@@ -50,10 +55,12 @@ __all__ = [
     "RateLimitedError",
     "RecoveryError",
     "ServerFullError",
+    "Subscription",
     "SwitchboardError",
     "TooLargeError",
     "TooManyConnectionsError",
     "TooManySubscriptionsError",
     "UnauthorizedError",
     "UnavailableError",
+    "connect",
 ]
