@@ -254,11 +254,16 @@ class Client:
                 await ws.close()
                 return
             self._ws = ws
+            receive, data_to_send = self._session.receive, self._session.data_to_send
             try:
                 async for text in ws:
-                    event = self._session.receive(text)
-                    await self._flush()
-                    if event is not None:
+                    event = receive(text)
+                    frames = data_to_send()
+                    if frames:
+                        await self._send(ws, frames)
+                    if type(event) is Delivered:  # the hot path: a message for a subscription
+                        _wake(event.channel)
+                    elif event is not None:
                         await self._act(event, ws)
             except ConnectionClosed:
                 pass
@@ -266,9 +271,7 @@ class Client:
 
     async def _act(self, event, ws: ClientConnection) -> None:
         kind = type(event)
-        if kind is Delivered:
-            _wake(event.channel)
-        elif kind is Settled:
+        if kind is Settled:
             _settle(event.command)
         elif kind is Welcome:
             self._backoff.reset()
@@ -319,13 +322,16 @@ class Client:
 
     async def _flush(self) -> None:
         frames = self._session.data_to_send()
-        ws = self._ws
-        if frames and ws is not None:
-            try:
-                for frame in frames:
-                    await ws.send(frame)
-            except ConnectionClosed:
-                pass  # the reading task finds out, and the session sends them again
+        if frames and self._ws is not None:
+            await self._send(self._ws, frames)
+
+    @staticmethod
+    async def _send(ws: ClientConnection, frames: list[str]) -> None:
+        try:
+            for frame in frames:
+                await ws.send(frame)
+        except ConnectionClosed:
+            pass  # the reading task finds out, and the session sends them again
 
     def _check_open(self) -> None:
         if self._fatal is not None:

@@ -194,7 +194,7 @@ class Session:
 
     def __init__(self) -> None:
         self.channels: dict[str, Channel] = {}
-        # Every command without its reply, in call order; the ids sent on this connection, in
+        # Every command without its reply, in call order; and those sent on this connection, in
         # the order sent (the server answers one connection's commands in that order).
         self.pending: dict[int, Command] = {}
         self._in_flight: deque[Command] = deque()

@@ -61,8 +61,8 @@ def connect(url: str, token: Token = None, **options: Any) -> Client:
     when the server says the token is about to expire. Options: `timeout` (30 s: for each command,
     and for this first connection), `open_timeout` (10 s per handshake), `min_delay` and
     `max_delay` (0.5 and 15 s: the reconnect backoff). A connection the server refuses for good
-    (a bad token, a foreign Origin) raises its error; one that keeps failing for `timeout` raises
-    the last failure.
+    (a bad token, a 403) raises its error; one that keeps failing for `timeout` raises the last
+    failure.
     """
     client = Client(url, token, **options)
     try:
@@ -272,7 +272,9 @@ class Client:
         for text in texts:
             event = receive(text)
             if event is not None and type(event) is not Delivered and type(event) in _ACT_ON:
-                acts = [*(acts or ()), event]
+                if acts is None:
+                    acts = []
+                acts.append(event)
         self._flush()
         return acts
 
