@@ -8,11 +8,19 @@ what is tested is the real asyncio client; only the test's side of it blocks.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from typing import Any
 
 import switchboard_client
 import switchboard_client.asyncio as aio
+
+
+def run_async(coroutine):
+    """`asyncio.run` in a thread of its own: the test process may already run an event loop in
+    this one (Playwright's sync API does, for the browser tests)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result(120)
 
 
 class SyncFlavour:

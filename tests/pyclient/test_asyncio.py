@@ -8,6 +8,7 @@ from switchboard_client import AsyncHTTPClient, Join
 from switchboard_client.asyncio import connect
 
 from tests.integration.servers import API_KEY
+from tests.pyclient.flavours import run_async
 
 
 def test_an_async_session(server):
@@ -33,7 +34,7 @@ def test_an_async_session(server):
                             break
             return client.user, fetched, joined, offsets, got
 
-    user, fetched, joined, offsets, got = asyncio.run(session())
+    user, fetched, joined, offsets, got = run_async(session())
     assert user == "ann" and fetched == [1]
     assert joined == Join("presence-async", "bob", None)
     assert type(got[0]).__name__ == "Leave" and got[0].user == "bob"
@@ -59,4 +60,4 @@ def test_a_coroutine_is_told_of_a_restart(start_server):
             after = await subscription.recv(10)
             return before.data, after.data, [gap.since for gap in told]
 
-    assert asyncio.run(session()) == ("before", "after", [1])
+    assert run_async(session()) == ("before", "after", [1])

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from switchboard_client import AsyncHTTPClient, ForbiddenError, HTTPClient, connect
 
 from tests.integration.servers import API_KEY
+from tests.pyclient.flavours import run_async
 from tests.pyclient.proxy import CuttingProxy
 
 
@@ -54,7 +53,7 @@ def test_a_publish_retried_five_times_is_delivered_once(server, flavour):
                     async with AsyncHTTPClient(url, API_KEY, retries=5, min_delay=0.01, max_delay=0.05) as http:
                         return await http.publish(channel, "once")
 
-                offset = asyncio.run(publish())
+                offset = run_async(publish())
             assert proxy.cuts == 5
             message = subscription.recv(10)
             assert (message.data, message.offset) == ("once", offset)
@@ -71,7 +70,7 @@ def test_the_async_client_reads_like_the_sync_one(server):
             history = await http.history("async-http")
             return offset, history, await http.channels(), await http.token("cy")
 
-    offset, history, channels, token = asyncio.run(session())
+    offset, history, channels, token = run_async(session())
     assert [(m.offset, m.data) for m in history.messages] == [(offset, [1, 2])]
     assert isinstance(channels, dict) and token.count(".") == 2
 
