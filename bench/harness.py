@@ -984,12 +984,20 @@ def main(argv: list[str] | None = None) -> int:
     for name in peers:
         log(f"{name}:")
         results[name] = run_peer(name, scenarios, args, log)
+    client_row = None
+    if "switchboard" in peers:  # the Python client's own row: bench/client_stream.py
+        from bench import client_stream
+
+        log("client_stream:")
+        client_row = client_stream.harness_row(args.quick, log)
     meta["duration_s"] = round(time.monotonic() - t0, 1)
     doc = {
         "meta": meta,
         "scenarios": {s.name: {"title": s.title, "params": s.quick if args.quick else s.full} for s in scenarios},
         "results": results,
     }
+    if client_row is not None:
+        doc["client_stream"] = client_row
     report.write(doc, out)
     print()
     print((out / "results.md").read_text())

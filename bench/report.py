@@ -192,6 +192,8 @@ def markdown(doc: dict) -> str:
             lines.append("| " + " | ".join(row) + " |")
         for note in notes:
             lines.append(f"\n*{note}*")
+    if "client_stream" in doc:
+        lines += client_stream_lines(doc["client_stream"])
     charts = [p for p in CHARTS if any(results[peer].get(p[0], {}).get("status") == "ok" for peer in peers)]
     if charts:
         lines += ["", "## Charts", ""]
@@ -199,6 +201,30 @@ def markdown(doc: dict) -> str:
             lines.append(f"![{scenario}]({filename})")
             lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def client_stream_lines(row: dict) -> list[str]:
+    """The Python client's row (bench/client_stream.py): its stream read against websockets' raw."""
+    lines = [
+        "",
+        "## client_stream",
+        "",
+        "One stream replayed to one reader pinned to CPU 1: `switchboard_client`'s sync client iterating a "
+        "subscription, against the `websockets` sync client doing `recv()` + `json.loads` (the ratio is the "
+        "median of each round's client/raw).",
+        "",
+    ]
+    if row.get("status") != "ok":
+        return [*lines, f"n/a: {row.get('reason', '')[:200]}"]
+    lines += [
+        "| reader | messages/s | CPU µs/message | messages × rounds |",
+        "|---|--:|--:|--:|",
+        f"| websockets, raw | {fmt(row['raw_per_s'], 'rate+')} | {row['raw_cpu_us']:.2f} | "
+        f"{row['messages']:,} × {row['repeat']} |",
+        f"| switchboard_client | {fmt(row['client_per_s'], 'rate+')} ({row['ratio']:.2f}x) | "
+        f"{row['client_cpu_us']:.2f} | {row['messages']:,} × {row['repeat']} |",
+    ]
+    return lines
 
 
 # (scenario, file name, kind)
