@@ -58,7 +58,7 @@ ACCEPT_B = ACCEPT.encode()
 DEFLATE_OFFER = "permessage-deflate; client_max_window_bits"
 DEFLATE_TAIL = b"\x00\x00\xff\xff"
 T_RE = re.compile(rb'"t":\s*(\d{19})')
-EPOCH_RE = re.compile(rb'"epoch":\s*"([^"]{1,64})"')
+EPOCH_RE = re.compile(rb'"epoch":\s*"([^"]{1,64})","offset":\s*(\d{1,20})')
 # Dialect "pusher": the data is a JSON string inside the message, so its quotes are escaped.
 PUSHER_T_RE = re.compile(rb'\\"t\\":(\d{19})')
 PUSHER_KEY = "bench"  # the app key bench/peers/registry.py gives the switchboard-pusher peer
@@ -240,9 +240,9 @@ class LoadGen:
         self.nap = NAP
         self._templates: dict[str, tuple[bytes, int, int]] = {}
         self._inflate_cache: dict[bytes, bytes] = {}
-        # The epoch each channel's first subscribe reply named (servers that have one), and the
-        # position new subscriptions resume from (`resume_from`): extra subscribe fields.
-        self.epochs: dict[str, bytes] = {}
+        # The (epoch, offset) each channel's first subscribe reply named (servers that have them),
+        # and the position new subscriptions resume from (`resume_from`): extra subscribe fields.
+        self.positions: dict[str, tuple[bytes, int]] = {}
         self._resume: dict[str, bytes] = {}
 
     # ---------------------------------------------------------------- bookkeeping
@@ -420,10 +420,13 @@ class LoadGen:
         resume = self._resume.get(channel, b"")
         return client_frame(b'{"type":"subscribe","channel":"%s","id":1%s}' % (channel.encode(), resume))
 
-    def resume_from(self, offset: int) -> None:
-        """Subscribe from now on with `since` = `offset` and each channel's epoch (protocols with
-        recovery replay what came after it; others ignore the fields)."""
-        self._resume = {ch: b',"since":%d,"epoch":"%s"' % (offset, epoch) for ch, epoch in self.epochs.items()}
+    def resume_from(self, seen: int) -> None:
+        """Subscribe from now on with `since` = the offset each channel's first subscribe reply
+        named plus `seen` (messages every subscriber has had since), and the channel's epoch:
+        protocols with recovery replay what came after it; others ignore both fields."""
+        self._resume = {
+            ch: b',"since":%d,"epoch":"%s"' % (offset + seen, epoch) for ch, (epoch, offset) in self.positions.items()
+        }
 
     def _prepare(self, role: str, path: str | None) -> None:
         """The handshake request new connections of `role` send, and what they wait for after it."""
@@ -724,10 +727,10 @@ class LoadGen:
         elif c.state == SUBSCRIBING:
             if b'"reply"' in text:
                 c.state = SUBSCRIBED
-                if c.channel not in self.epochs:
+                if c.channel not in self.positions:
                     m = EPOCH_RE.search(text)
                     if m is not None:
-                        self.epochs[c.channel] = m.group(1)
+                        self.positions[c.channel] = (m.group(1), int(m.group(2)))
                 self._ready(c)
             elif b'"error"' in text:
                 self._drop(c, "subscribe refused: " + text[:80].decode("utf-8", "replace"))

@@ -411,17 +411,26 @@ class RedisBroker:
     # -- presence across workers -----------------------------------------------------------
 
     def join(self, channel: str, member: dict, skip: str) -> None:
-        self._register(channel, member, skip)
+        # Waited for: whoever hears the subscriber's reply, on any worker, sees it as a member.
+        try:
+            added = self._pipeline.execute(*self._join_command(channel, member, skip))
+        except _FAILURES as exc:
+            self._note_failure(exc)  # registered by the heartbeat once Redis is back
+            return
+        if added:
+            self.observers.notify("member_added", channel, member)
 
-    def _register(self, channel: str, member: dict, skip: str) -> None:
+    def _register(self, channel: str, member: dict) -> None:
+        """A member this worker holds, written again after a failure (nobody waits for it)."""
+        self._pipeline.send(
+            *self._join_command(channel, member, ""), then=self._notify_if("member_added", channel, member)
+        )
+
+    def _join_command(self, channel: str, member: dict, skip: str) -> tuple:
         user = member["user"]
         payload = orjson.dumps({"type": "join", "channel": channel, "member": member})
         keys = [_key(channel, "u"), _key(channel, "i"), f"sb:w:{self.worker}", _pubsub_channel(channel)]
-        # Nobody waits: a failure is noted and the heartbeat registers the member again.
-        self._pipeline.send(
-            *_JOIN.command(keys, [user, orjson.dumps(member["info"]), f"{channel}\0{user}", payload, skip]),
-            then=self._notify_if("member_added", channel, member),
-        )
+        return _JOIN.command(keys, [user, orjson.dumps(member["info"]), f"{channel}\0{user}", payload, skip])
 
     def leave(self, channel: str, member: dict) -> None:
         user = member["user"]
@@ -508,7 +517,7 @@ class RedisBroker:
                 for name, channel in tuple(self._hub.channels.items()):
                     for user, (_count, info) in tuple(channel.members.items()):
                         held.add(f"{name}\0{user}".encode())
-                        self._register(name, {"user": user, "info": info}, "")
+                        self._register(name, {"user": user, "info": info})
                 for entry in self.redis.smembers(f"sb:w:{self.worker}") - held:
                     # A leave that failed earlier: the user is gone from here, so take it out.
                     name, user = entry.decode().split("\0", 1)
