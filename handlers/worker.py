@@ -64,7 +64,12 @@ class FastPath:
         with gevent.Timeout(wait, False):
             data = client.recv(MAX_HEAD, socket.MSG_PEEK)
         if data is None:
-            return None
+            # The time may have gone to a worker too busy to run this greenlet (a reconnect storm),
+            # not to a silent client: look once more before giving up on it.
+            try:
+                data = client._sock.recv(MAX_HEAD, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return None
         request = _parse_head(data)
         if request is None:
             return False

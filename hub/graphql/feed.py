@@ -55,13 +55,11 @@ class OperationSubscriber:
         self.conn = conn
         self.key = key
 
-    def queue(self, frames: Frames | None) -> bool:
-        # A feed returns None for what its subscribers do not get (messages, for presence).
-        return frames is None or self.conn.queue(frames[self.key])
+    def queue(self, frames: Frames) -> bool:
+        return self.conn.queue(frames[self.key])
 
-    def enqueue(self, frames: Frames | None) -> None:
-        if frames is not None:
-            self.conn.enqueue(frames[self.key])
+    def enqueue(self, frames: Frames) -> None:
+        self.conn.enqueue(frames[self.key])
 
 
 class MessagesFeed:
