@@ -113,7 +113,7 @@ class Connection:
         "scheduled", "closing", "closed",
         "close_code", "close_reason", "last_seen", "opened_at", "messages_in", "messages_out",
         "_raw", "_readable", "_flusher", "_meter", "_pending", "_pending_bytes", "_max_messages", "_max_bytes",
-        "_writer", "_on_slow",
+        "_writer", "_on_slow", "_deadline",
     )  # fmt: skip
 
     def __init__(
@@ -155,6 +155,8 @@ class Connection:
         self._max_bytes = max_bytes
         self._on_slow = on_slow
         self._writer: gevent.Greenlet | None = None
+        # The timer that cuts a closing connection whose peer never finishes the handshake.
+        self._deadline: Any = None
         self.scheduled = False
         self.closing = False
         self.closed = False
@@ -263,7 +265,10 @@ class Connection:
         self.closing = True
         self.close_code, self.close_reason = code, reason
         self.flush()
-        gevent.spawn_later(CLOSE_TIMEOUT, self.abort)
+        # A timer, not a greenlet: a reconnect storm closes thousands at once, and each would
+        # otherwise keep its connection (and a greenlet) alive for CLOSE_TIMEOUT seconds.
+        self._deadline = gevent.get_hub().loop.timer(CLOSE_TIMEOUT)
+        self._deadline.start(self.abort)
 
     def abort(self) -> None:
         """Cut the TCP connection now; the reader wakes up and cleans up."""
@@ -358,6 +363,8 @@ class Connection:
             # Still stuck: stop it waiting on a descriptor about to be closed.
             self._writer.kill(timeout=1)
         self.closed = True
+        if self._deadline is not None:
+            self._deadline.stop()
         self._raw.close()
 
     def start(self, run: Callable[[Connection], None]) -> None:
