@@ -21,11 +21,15 @@ if TYPE_CHECKING:
 
 
 class _Ring:
-    """One channel's recent messages, its last offset, and the idempotency keys of its window."""
+    """One channel's recent messages, its last offset, its epoch, and the idempotency keys of its
+    window."""
 
-    __slots__ = ("entries", "last_offset", "last_active", "keys")
+    __slots__ = ("entries", "last_offset", "last_active", "keys", "epoch")
 
     def __init__(self, size: int) -> None:
+        # New with every ring: offsets start again from 1 when a worker restarts or a channel's
+        # history is forgotten, so a client holding offsets from before must see they are void.
+        self.epoch = secrets.token_hex(4)
         self.entries: deque[tuple[int, bytes]] = deque(maxlen=size)
         self.last_offset = 0
         self.last_active = time.monotonic()
@@ -40,8 +44,6 @@ class LocalBroker:
         self._size = config.history_size
         self._ttl = config.history_ttl
         self._key_window = config.idempotency_window
-        # Changes on every start, so a client holding offsets from before knows they are void.
-        self.epoch = secrets.token_hex(4)
         self._rings: dict[str, _Ring] = {}
         self._hub: Hub | None = None
         self.observers = Observers()
@@ -50,10 +52,14 @@ class LocalBroker:
     def attach(self, hub: Hub) -> None:
         self._hub = hub
 
-    def publish(self, channel: str, head: bytes, tail: bytes, key: str | None = None, exclude: str = "") -> int:
+    def _ring(self, channel: str) -> _Ring:
         ring = self._rings.get(channel)
         if ring is None:
             ring = self._rings[channel] = _Ring(self._size)
+        return ring
+
+    def publish(self, channel: str, head: bytes, tail: bytes, key: str | None = None, exclude: str = "") -> int:
+        ring = self._ring(channel)
         now = time.monotonic()
         if key is not None:
             seen = ring.keys.get(key)
@@ -74,13 +80,14 @@ class LocalBroker:
         return [self.publish(*message) for message in messages]
 
     def history(self, channel: str, since: int | None, limit: int | None = None) -> History:
-        ring = self._rings.get(channel)
-        last = ring.last_offset if ring else 0
+        # A read creates the ring too, so the epoch it reports is the one later publishes carry.
+        ring = self._ring(channel)
+        last = ring.last_offset
         if since is None:
-            return History(self.epoch, last)
-        entries = [entry for entry in ring.entries if entry[0] > since] if ring else []
+            return History(ring.epoch, last)
+        entries = [entry for entry in ring.entries if entry[0] > since]
         complete = reaches_back(since, last, entries)
-        return History(self.epoch, last, entries[:limit] if limit is not None else entries, complete)
+        return History(ring.epoch, last, entries[:limit] if limit is not None else entries, complete)
 
     def listen(self, channel: str) -> None:
         """Nothing to do: every publish in this process reaches the hub directly."""
@@ -122,15 +129,14 @@ class LocalBroker:
         cutoff = now - self._ttl
         key_cutoff = now - self._key_window
         for name, ring in tuple(self._rings.items()):
-            # A ring also keeps the keys of its last publishes: never drop it before they expire.
-            if ring.last_active < min(cutoff, key_cutoff) and name not in self._hub.channels:
-                del self._rings[name]
-                continue
             keys = ring.keys
             for key, (_offset, used) in tuple(keys.items()):
                 if used >= key_cutoff:
                     break
                 del keys[key]
+            # A ring also keeps the keys of its last publishes: never drop it before they expire.
+            if ring.last_active < cutoff and not keys and name not in self._hub.channels:
+                del self._rings[name]
 
     def problem(self) -> str | None:
         return None

@@ -70,9 +70,10 @@ def test_a_thousand_subscribers_of_one_document_share_one_feed_executed_once_per
     real_run = feed.run
     monkeypatch.setattr(feed, "run", lambda executor, root: runs.append(root) or real_run(executor, root))
     clients = [side.connect() for _ in range(100)]
+    epoch = side.hub.broker.history("room", None).epoch
     for n, (conn, _client) in enumerate(clients):
         # Every subscriber resumes from somewhere else: the position is not part of the feed.
-        side.subscribe(conn, str(n % 3), MESSAGES, c="room", **({"s": 0, "e": side.hub.broker.epoch} if n else {}))
+        side.subscribe(conn, str(n % 3), MESSAGES, c="room", **({"s": 0, "e": epoch} if n else {}))
     assert side.server.feed_count() == 1
     for n in range(5):
         side.hub.publish("room", {"n": n})
@@ -81,7 +82,7 @@ def test_a_thousand_subscribers_of_one_document_share_one_feed_executed_once_per
         got = messages(client)
         assert [m["id"] for m in got] == [str(n % 3)] * 5
         assert [m["payload"]["data"]["messages"]["data"] for m in got] == [{"n": k} for k in range(5)]
-        assert got[0]["payload"]["data"]["messages"]["epoch"] == side.hub.broker.epoch
+        assert got[0]["payload"]["data"]["messages"]["epoch"] == epoch
     for conn, _client in clients:
         side.send(conn, {"type": "complete", "id": conn.subscriptions and next(iter(conn.subscriptions))})
     assert side.server.feed_count() == 0
@@ -102,7 +103,7 @@ def test_resume_replays_exactly_what_was_missed_or_says_it_cannot():
     for n in range(5):
         side.hub.publish("feed", n)
     conn, client = side.connect()
-    epoch = side.hub.broker.epoch
+    epoch = side.hub.broker.history("feed", None).epoch
     side.subscribe(conn, "a", MESSAGES, c="feed", s=3, e=epoch)
     side.hub.publish("feed", 5)
     got = [m["payload"]["data"]["messages"] for m in messages(client)]

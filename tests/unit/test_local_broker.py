@@ -40,3 +40,25 @@ def test_a_key_is_forgotten_after_the_window():
     local.maintain()
     assert local.publish("c", b"", b"}", "k") == 2
     assert hub.delivered == [("c", 1), ("c", 2)]
+
+
+def test_a_channel_whose_history_was_forgotten_starts_a_new_epoch():
+    """Offsets start again from 1 then, so offsets of before must not pass for current ones
+    (a client resuming with them is told so by the epoch, and starts over)."""
+    local = LocalBroker(Config(history_ttl=0.01))
+    local.attach(Recorder())
+    local.publish("c", b"", b"}", None)
+    before = local.history("c", None)
+    time.sleep(0.02)
+    local.maintain()
+    assert local.publish("c", b"", b"}", None) == 1
+    after = local.history("c", 0)
+    assert after.epoch != before.epoch and after.offset == 1
+
+
+def test_reading_a_channel_fixes_its_epoch_before_its_first_publish():
+    local = LocalBroker(Config())
+    local.attach(Recorder())
+    read = local.history("fresh", None)
+    local.publish("fresh", b"", b"}", None)
+    assert local.history("fresh", None).epoch == read.epoch
