@@ -4,7 +4,7 @@
 
 Three runs in fresh processes, each opening N server-side sockets over socket pairs (the
 descriptors are made before measuring, so only user-space memory is counted): the OS socket and
-its I/O watcher alone; the same with a reader greenlet parked on each, as hub/connection.py parks
+its I/O watcher alone; the same with a reader greenlet parked on each, as transport/connection.py parks
 it; and whole connections through the hub (`Hub.open`, the native session, one subscription
 each). Each part is the difference of resident memory (VmRSS) per connection, and the hub's own
 records are broken down further by allocation site with tracemalloc. Kernel socket buffers are
@@ -63,21 +63,24 @@ def _measure(stage: str, n: int, trace: bool) -> dict:
                 return
 
     if stage == "connections":
-        from hub import ANONYMOUS, Config, Hub
-        from hub.frames import OP_TEXT
+        from switchboard_server.core.auth import ANONYMOUS
+        from switchboard_server.core.config import Config
+        from switchboard_server.state import SwitchboardState
+        from switchboard_server.transport.frames import OP_TEXT
 
-        engine = Hub(Config(rate_messages=0))
+        state = SwitchboardState(Config(rate_messages=0))
+        engine, native = state.hub, state.native
 
         def open_one(server_side) -> None:
             conn = engine.open(server_side, ANONYMOUS)
-            conn.start(engine.native.serve)
+            conn.start(native.serve)
             kept.append(conn)
 
         def settle() -> None:
             gevent.sleep(0.3)
             for conn in kept:
                 if not conn.subscriptions:
-                    engine.native.on_message(conn, OP_TEXT, b'{"type":"subscribe","channel":"room","id":1}')
+                    native.on_message(conn, OP_TEXT, b'{"type":"subscribe","channel":"room","id":1}')
             gevent.sleep(0.3)
     else:
 

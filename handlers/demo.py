@@ -12,8 +12,8 @@ from pathlib import Path
 import orjson
 from flask import Blueprint, Response, current_app, jsonify, request, send_from_directory
 
-from handlers import current_hub
-from hub import ProtocolError
+from switchboard_server.core.errors import ProtocolError
+from switchboard_server.routes import current_hub
 
 bp = Blueprint("demo", __name__)
 

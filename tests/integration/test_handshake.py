@@ -1,6 +1,6 @@
 """The `/ws` handshake as clients really send it: whole or split across packets. Switchboard's
 worker answers whole handshakes itself and leaves the rest to Gunicorn and the Flask route
-(handlers/worker.py); a client cannot tell which did."""
+(switchboard_server/transport/worker.py); a client cannot tell which did."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from handlers.worker import FIRST_REQUEST_WAIT, _parse_head
+from switchboard_server.transport.worker import FIRST_REQUEST_WAIT, _parse_head
 from tests.integration.servers import masked_frame
 
 HEAD = (

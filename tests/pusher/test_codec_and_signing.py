@@ -13,15 +13,15 @@ import pusher
 import pytest
 from pusher.pusher_client import PusherClient
 
-from hub.codecs import Announcement, Publication
-from hub.commands import member_payload, message_parts
-from hub.errors import ProtocolError
-from hub.frames import frame_payload
-from hub.pusher import codec
-from hub.pusher.apps import parse_apps
-from hub.pusher.codec import PusherCodec
-from hub.pusher.signing import channel_auth_text, channel_auth_valid, sign, verify_request
-from hub.pusher.webhooks import body, headers, retry_delay
+from switchboard_server.core.codecs import Announcement, Publication
+from switchboard_server.core.envelope import member_payload, message_parts
+from switchboard_server.core.errors import ProtocolError
+from switchboard_server.protocols.pusher import codec
+from switchboard_server.protocols.pusher.apps import parse_apps
+from switchboard_server.protocols.pusher.codec import PusherCodec
+from switchboard_server.protocols.pusher.signing import channel_auth_text, channel_auth_valid, sign, verify_request
+from switchboard_server.protocols.pusher.webhooks import body, headers, retry_delay
+from switchboard_server.transport.frames import frame_payload
 
 APPS = parse_apps("1:key1:secret1,42:key42:secret42")
 FIRST, SECOND = APPS.all

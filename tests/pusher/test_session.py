@@ -14,12 +14,14 @@ import gevent
 import pusher
 import pytest
 
-from hub import Config, Hub, Identity
-from hub.errors import ProtocolError
-from hub.frames import OP_BINARY, OP_TEXT
-from hub.native import NATIVE
-from hub.pusher.apps import parse_apps
-from hub.pusher.service import PusherService
+from switchboard_server.core.auth import Identity
+from switchboard_server.core.config import Config
+from switchboard_server.core.errors import ProtocolError
+from switchboard_server.protocols.native.codec import NATIVE
+from switchboard_server.protocols.pusher.apps import parse_apps
+from switchboard_server.protocols.pusher.service import PusherService
+from switchboard_server.state import SwitchboardState
+from switchboard_server.transport.frames import OP_BINARY, OP_TEXT
 
 APP = pusher.Pusher(app_id="1", key="key1", secret="secret1", host="127.0.0.1", port=1, ssl=False)
 OTHER_APP = pusher.Pusher(app_id="2", key="key2", secret="secret2", host="127.0.0.1", port=1, ssl=False)
@@ -70,7 +72,7 @@ class Client:
 
 
 def make_service(**config) -> PusherService:
-    hub = Hub(Config(**{"rate_messages": 0, **config}))
+    hub = SwitchboardState(Config(**{"rate_messages": 0, **config})).hub
     return PusherService(hub, parse_apps("1:key1:secret1,2:key2:secret2"))
 
 

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import socket
 
-from hub import Config, Hub, Identity
-from hub.native import NATIVE
+from switchboard_server.core.auth import Identity
+from switchboard_server.core.config import Config
+from switchboard_server.core.hub import Hub
+from switchboard_server.protocols.native.codec import NATIVE
+from switchboard_server.state import SwitchboardState
 
 
 class Recorder:
@@ -43,7 +46,7 @@ class Broken:
 
 
 def hub_with(*observers) -> Hub:
-    hub = Hub(Config(rate_messages=0))
+    hub = SwitchboardState(Config(rate_messages=0)).hub
     for observer in observers:
         hub.broker.observers.add(observer)
     return hub

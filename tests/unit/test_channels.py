@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hub.channels import Channel
+from switchboard_server.core.channels import Channel
 
 
 def test_presence_counts_connections_per_user():

@@ -11,9 +11,11 @@ import socket
 
 import gevent
 
-from hub import ANONYMOUS, Config, Hub
-from hub.codecs import Announcement, Publication
-from hub.frames import OP_TEXT, encode_frame
+from switchboard_server.core.auth import ANONYMOUS
+from switchboard_server.core.codecs import Announcement, Publication
+from switchboard_server.core.config import Config
+from switchboard_server.state import SwitchboardState
+from switchboard_server.transport.frames import OP_TEXT, encode_frame
 
 
 class Shouting:
@@ -48,7 +50,8 @@ def frames(sock: socket.socket) -> list[dict]:
 
 class Hubside:
     def __init__(self) -> None:
-        self.hub = Hub(Config(rate_messages=0))
+        state = SwitchboardState(Config(rate_messages=0))
+        self.hub, self.native = state.hub, state.native
 
     def connect(self):
         server_side, client = socket.socketpair()
@@ -60,7 +63,7 @@ def test_each_codec_frames_a_publication_once_for_all_its_subscribers():
     side = Hubside()
     shouting = Shouting()
     native, native_socket = side.connect()
-    side.hub.native.on_message(native, OP_TEXT, b'{"type":"subscribe","channel":"room","id":1}')
+    side.native.on_message(native, OP_TEXT, b'{"type":"subscribe","channel":"room","id":1}')
     others = [side.connect() for _ in range(3)]
     for conn, _ in others:
         side.hub.subscribe(conn, "room", "room", shouting, conn)
@@ -79,7 +82,7 @@ def test_an_excluded_connection_is_skipped_by_every_codec():
     sender, sender_socket = side.connect()
     side.hub.subscribe(sender, "room", "room", shouting, sender)
     listener, listener_socket = side.connect()
-    side.hub.native.on_message(listener, OP_TEXT, b'{"type":"subscribe","channel":"room","id":1}')
+    side.native.on_message(listener, OP_TEXT, b'{"type":"subscribe","channel":"room","id":1}')
     side.hub.publish("room", "not back to the sender", event="client-typing", exclude=sender.id)
     assert [p for p in frames(sender_socket) if p["shout"]["type"] == "message"] == []
     message = [p for p in frames(listener_socket) if p["type"] == "message"][0]
@@ -92,7 +95,7 @@ def test_a_codec_hears_joins_the_native_one_pushes_only_on_presence_channels():
     watcher, watcher_socket = side.connect()
     side.hub.subscribe(watcher, "room", "room", shouting, watcher)
     native_watcher, native_socket = side.connect()
-    side.hub.native.on_message(native_watcher, OP_TEXT, b'{"type":"subscribe","channel":"room","id":1}')
+    side.native.on_message(native_watcher, OP_TEXT, b'{"type":"subscribe","channel":"room","id":1}')
     assert [p["shout"]["type"] for p in frames(watcher_socket)] == ["join"]
     assert [p["type"] for p in frames(native_socket)] == ["reply"]
 

@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from hub.commands import error_frame, message_parts, parse_command
-from hub.errors import ProtocolError
-from hub.frames import frame_payload
+from switchboard_server.core.envelope import message_parts
+from switchboard_server.core.errors import ProtocolError
+from switchboard_server.protocols.native.commands import error_frame, parse_command
+from switchboard_server.transport.frames import frame_payload
 
 
 def test_a_full_subscribe():

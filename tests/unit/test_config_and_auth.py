@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from hub.auth import TokenAuthority
-from hub.config import Config
-from hub.errors import ProtocolError
+from switchboard_server.core.auth import TokenAuthority
+from switchboard_server.core.config import Config
+from switchboard_server.core.errors import ProtocolError
 
 
 def test_config_reads_prefixed_variables():

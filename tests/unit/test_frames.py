@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from hub.frames import (
+from switchboard_server.transport.frames import (
     OP_BINARY,
     OP_CLOSE,
     OP_PING,

@@ -14,8 +14,10 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hub import ANONYMOUS, Config, Hub
-from hub.frames import OP_TEXT, FrameError, FrameParser
+from switchboard_server.core.auth import ANONYMOUS
+from switchboard_server.core.config import Config
+from switchboard_server.state import SwitchboardState
+from switchboard_server.transport.frames import OP_TEXT, FrameError, FrameParser
 
 DOCUMENTED_ERRORS = {
     "bad_json", "bad_command", "invalid_channel", "not_subscribed", "forbidden", "unauthorized",
@@ -52,13 +54,14 @@ class Session:
     """A hub and one connection to it over a socket pair; replies are read off the other end."""
 
     def __init__(self) -> None:
-        self.hub = Hub(Config(rate_messages=0))
+        state = SwitchboardState(Config(rate_messages=0))
+        self.hub, self.native = state.hub, state.native
         server_side, self.client = socket.socketpair()
         self.client.setblocking(False)
         self.conn = self.hub.open(server_side, ANONYMOUS)
 
     def answers(self, payload: bytes) -> list[dict]:
-        self.hub.native.on_message(self.conn, OP_TEXT, payload)
+        self.native.on_message(self.conn, OP_TEXT, payload)
         data = b""
         while True:
             try:

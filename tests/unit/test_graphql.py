@@ -9,10 +9,12 @@ import gevent
 import pytest
 from graphql import get_introspection_query
 
-from hub import ANONYMOUS, Config, Hub
-from hub.frames import OP_TEXT
-from hub.graphql import GraphQLServer, feed
-from hub.graphql.session import GraphQLSession
+from switchboard_server.core.auth import ANONYMOUS
+from switchboard_server.core.config import Config
+from switchboard_server.protocols.graphql import GraphQLServer, feed
+from switchboard_server.protocols.graphql.session import GraphQLSession
+from switchboard_server.state import SwitchboardState
+from switchboard_server.transport.frames import OP_TEXT
 
 MESSAGES = "subscription($c: String!, $s: Offset, $e: String) { messages(channel: $c, since: $s, epoch: $e) { offset epoch from data } }"
 
@@ -44,7 +46,7 @@ class Side:
     """A hub and its GraphQL server, with connections whose sessions are driven by hand."""
 
     def __init__(self, **config) -> None:
-        self.hub = Hub(Config(**{"rate_messages": 0, **config}))
+        self.hub = SwitchboardState(Config(**{"rate_messages": 0, **config})).hub
         self.server = GraphQLServer(self.hub)
 
     def connect(self, init: bool = True):

@@ -8,7 +8,7 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hub.frames import FrameError
+from switchboard_server.transport.frames import FrameError
 from tests.unit.test_graphql import MESSAGES, Side, messages
 
 json_values = st.recursive(

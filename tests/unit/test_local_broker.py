@@ -1,19 +1,21 @@
-"""The in-process broker's idempotency window, with a plain recorder in place of the hub."""
+"""The in-process broker's idempotency window, with a plain listener in place of the hub."""
 
 from __future__ import annotations
 
 import time
 
-from hub.brokers.local import LocalBroker
-from hub.config import Config
+from switchboard_server.brokers.local import LocalBroker
+from switchboard_server.core.config import Config
 
 
 class Recorder:
-    """What the broker hands the hub: (channel, offset) per delivery."""
+    """A broker listener (brokers.base.Listener) holding no channels: (channel, offset) per delivery."""
 
     def __init__(self) -> None:
-        self.channels: dict = {}
         self.delivered: list[tuple[str, int]] = []
+
+    def local_channels(self) -> set[str]:
+        return set()
 
     def deliver(self, channel: str, offset: int, payload: bytes, exclude: str = "") -> None:
         self.delivered.append((channel, offset))

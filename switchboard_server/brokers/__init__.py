@@ -1,0 +1,26 @@
+"""Brokers: where offsets, history and cluster-wide presence live.
+
+The hub keeps only what one worker needs (its connections and what they subscribe to) and asks a
+broker for the rest. `LocalBroker` keeps it in this process, for one worker; `RedisBroker` keeps it
+in Redis so that any number of workers on any number of machines act as one server. Both answer
+the same calls, and the same tests run against both.
+"""
+
+from __future__ import annotations
+
+from switchboard_server.brokers.base import Broker, BrokerUnavailable, History
+from switchboard_server.core.config import Config
+
+
+def make_broker(config: Config) -> Broker:
+    """The broker the configuration asks for: Redis when SWITCHBOARD_REDIS_URL is set."""
+    if config.redis_url:
+        from switchboard_server.brokers.redis import RedisBroker  # imported only when used: redis-py is optional
+
+        return RedisBroker(config)
+    from switchboard_server.brokers.local import LocalBroker
+
+    return LocalBroker(config)
+
+
+__all__ = ["Broker", "BrokerUnavailable", "History", "make_broker"]

@@ -1,0 +1,74 @@
+"""This worker's view of one channel: its subscribers, grouped by codec, and which users they are.
+
+Plain data with no I/O. Offsets and history live in the broker (in this process or in Redis);
+what is here is only what this worker needs to fan out and to notice a user's first and last tab.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from switchboard_server.core.codecs import Codec, Subscriber
+
+PRESENCE_PREFIX = "presence-"
+
+
+class Channel:
+    """Local subscribers, live (per codec) or catching up, and local member counts."""
+
+    __slots__ = ("name", "codecs", "catching_up", "members")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        # Live subscribers per codec (values unused): insertion-ordered, so fan-out follows
+        # subscription order. A codec with no subscribers left is removed.
+        self.codecs: dict[Codec, dict[Subscriber, None]] = {}
+        # Subscribers whose history is being read, each with the publications and announcements
+        # that arrive meanwhile, so nothing falls in between; they turn live when it is sent.
+        self.catching_up: dict[Subscriber, list] = {}
+        # user -> [number of this worker's subscriptions of that user, the user's presence info]
+        self.members: dict[str, list] = {}
+
+    def add_subscriber(self, codec: Codec, subscriber: Subscriber) -> None:
+        subscribers = self.codecs.get(codec)
+        if subscribers is None:
+            subscribers = self.codecs[codec] = {}
+        subscribers[subscriber] = None
+
+    def remove_subscriber(self, codec: Codec, subscriber: Subscriber) -> None:
+        subscribers = self.codecs.get(codec)
+        if subscribers is None:
+            return
+        subscribers.pop(subscriber, None)
+        if not subscribers:
+            del self.codecs[codec]
+
+    def subscriber_count(self) -> int:
+        """Live subscribers over every codec."""
+        return sum(len(subscribers) for subscribers in self.codecs.values())
+
+    def is_empty(self) -> bool:
+        return not self.codecs and not self.catching_up
+
+    def add_member(self, user: str, info: Any) -> bool:
+        """Count one more subscription of `user`; True when the user just arrived on this worker."""
+        entry = self.members.get(user)
+        if entry is None:
+            self.members[user] = [1, info]
+            return True
+        entry[0] += 1
+        return False
+
+    def remove_member(self, user: str) -> dict | None:
+        """Count one subscription of `user` less; the member dict when the user just left this worker."""
+        entry = self.members.get(user)
+        if entry is None:
+            return None
+        entry[0] -= 1
+        if entry[0] > 0:
+            return None
+        del self.members[user]
+        return {"user": user, "info": entry[1]}
+
+    def member_list(self) -> list[dict]:
+        return [{"user": user, "info": entry[1]} for user, entry in self.members.items()]

@@ -1,0 +1,471 @@
+"""The hub: channels, fan-out and presence for the connections of one worker.
+
+Everything a client can do happens here, in plain Python with no Flask and no socket, and in no
+protocol's words: each protocol's session (protocols/: native, GraphQL, Pusher) turns its
+messages into these calls and frames the answers, and each protocol's codec frames what channels
+carry. Offsets, history and cluster-wide presence belong to the broker (in-process or Redis); the
+broker hands every message back through `deliver` (the hub is the broker's `Listener`), where each
+codec on the channel frames it once for all of its local subscribers. The hub never imports a
+protocol or a broker: whoever builds it (the Flask extension) hands it its broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable, Collection
+from typing import Any
+
+import gevent
+from gevent.event import Event
+
+from switchboard_server.brokers.base import Broker
+from switchboard_server.core.auth import Identity, TokenAuthority
+from switchboard_server.core.channels import Channel
+from switchboard_server.core.codecs import Announcement, Codec, Publication, Subscriber, Subscription
+from switchboard_server.core.config import Config
+from switchboard_server.core.envelope import message_parts, validate_channel
+from switchboard_server.core.errors import ProtocolError
+from switchboard_server.core.limits import TokenBucket
+from switchboard_server.core.session import Session
+from switchboard_server.transport.connection import Connection, Flusher
+from switchboard_server.transport.frames import (
+    CLOSE_GOING_AWAY,
+    CLOSE_POLICY_VIOLATION,
+    OP_PING,
+    FrameParser,
+    encode_frame,
+)
+
+log = logging.getLogger("switchboard.hub")
+
+_PING_FRAME = encode_frame(b"", OP_PING)
+
+
+def _who(conn: Connection) -> dict:
+    """The fields that name a connection in a log line (never its token)."""
+    return {"client": conn.id, "user": conn.user, "address": conn.address}
+
+
+class Hub:
+    """One worker's engine. Create one per app; every method is called from greenlets of one thread."""
+
+    def __init__(self, config: Config, broker: Broker) -> None:
+        self.config = config
+        self.broker = broker
+        self.broker.attach(self)
+        self.tokens = TokenAuthority(config.token_secret)
+        self.channels: dict[str, Channel] = {}
+        self.connections: dict[str, Connection] = {}
+        self._per_address: dict[str, int] = {}
+        self.counters: Counter[str] = Counter()
+        self.flusher = Flusher()
+        self._maintenance: gevent.Greenlet | None = None
+        # Set once the last connection has gone, while shutting down.
+        self._drained: Event | None = None
+
+    # -- connections -----------------------------------------------------------------------
+
+    def admit(self, identity: Identity, address: str) -> None:
+        """Refuse a handshake (before the upgrade) that would pass a connection limit."""
+        if identity.user is None and not self.config.allow_anonymous:
+            raise ProtocolError("unauthorized", "anonymous connections are not allowed: connect with ?token=<JWT>")
+        if len(self.connections) >= self.config.max_connections:
+            raise ProtocolError("server_full", "this worker is at its connection limit; try again later")
+        per_address = self.config.max_connections_per_address
+        if per_address and self._per_address.get(address, 0) >= per_address:
+            raise ProtocolError("too_many_connections", f"at most {per_address} connections per client address")
+
+    def open(
+        self, sock: socket.socket, identity: Identity, address: str = "", client_id: str | None = None
+    ) -> Connection:
+        """Adopt a socket whose handshake is done; a session's `serve` must run next.
+
+        `client_id` is for protocols whose clients expect ids of their own shape (Pusher's).
+        """
+        client_id = client_id or secrets.token_urlsafe(9)
+        conn = Connection(
+            sock,
+            self.flusher,
+            client_id=client_id,
+            user=identity.user or client_id,
+            info=identity.info,
+            address=address,
+            max_messages=self.config.send_queue_messages,
+            max_bytes=self.config.send_queue_bytes,
+            on_slow=self._count_slow,
+        )
+        self.authenticate(conn, identity)
+        if self.config.rate_messages:
+            rate_bytes = max(self.config.rate_bytes, self.config.max_message_size)
+            conn.bucket = TokenBucket(self.config.rate_messages, rate_bytes)
+        self.connections[client_id] = conn
+        self._per_address[address] = self._per_address.get(address, 0) + 1
+        self.counters["connections_opened"] += 1
+        log.info("connect", extra=_who(conn))
+        self._start_maintenance()
+        return conn
+
+    def authenticate(self, conn: Connection, identity: Identity) -> None:
+        """Give a connection what its token grants (at the handshake, or in a protocol's own
+        first message, as GraphQL's `connection_init` carries it)."""
+        if identity.user is not None:
+            conn.user, conn.info = identity.user, identity.info
+        conn.grants = identity.grants()
+        conn.expires, conn.warned = identity.expires, False
+
+    def serve(self, conn: Connection, session: Session) -> None:
+        """Read a connection until it ends, handing its messages to `session` (call in the
+        connection's own greenlet)."""
+        conn.session = session
+        if conn.expires is not None:
+            self._check_expiry(conn, time.time())
+        conn.serve(FrameParser(self.config.max_message_size), session.on_messages, self.on_close)
+
+    def within_rate(self, conn: Connection, size: int) -> bool:
+        """Spend one message of the connection's rate; False when over it. Sustained abuse (over a
+        second's worth refused in a row) also closes the connection with 1008."""
+        bucket = conn.bucket
+        if bucket is None or bucket.take(size):
+            return True
+        self.counters["in_rate_limited"] += 1
+        self.counters["errors_rate_limited"] += 1
+        if bucket.refused > self.config.rate_messages:
+            self.counters["closed_for_abuse"] += 1
+            conn.close(CLOSE_POLICY_VIOLATION, "rate limit exceeded repeatedly")
+        return False
+
+    def on_close(self, conn: Connection) -> None:
+        """Forget a connection: undo every subscription (pushing `leave` where it was the last tab)."""
+        self.connections.pop(conn.id, None)
+        if self._drained is not None and not self.connections:
+            self._drained.set()
+        remaining = self._per_address.pop(conn.address, 1) - 1
+        if remaining:
+            self._per_address[conn.address] = remaining
+        for key in list(conn.subscriptions):
+            self.unsubscribe(conn, key)
+        if conn.session is not None:
+            conn.session.closed(conn)
+        self.counters["connections_closed"] += 1
+        # No close frame at all is 1006 (RFC 6455 7.1.5); application codes share one label.
+        code = conn.close_code or 1006
+        self.counters[f"close_{code if code < 3000 else '3000-4999'}"] += 1
+        log.info(
+            "disconnect",
+            extra={
+                **_who(conn),
+                "duration": round(time.monotonic() - conn.opened_at, 3),
+                "code": code,
+                "reason": conn.close_reason,
+                "messages_in": conn.messages_in,
+                "messages_out": conn.messages_out,
+            },
+        )
+
+    def _count_slow(self, conn: Connection) -> None:
+        self.counters["slow_consumers_closed"] += 1
+        log.warning(
+            "slow consumer closed",
+            extra={**_who(conn), "channels": len(conn.subscriptions), "messages_out": conn.messages_out},
+        )
+
+    # -- subscriptions ---------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        conn: Connection,
+        key: Any,
+        name: str,
+        codec: Codec,
+        subscriber: Subscriber,
+        since: int | None = None,
+        epoch: str | None = None,
+        reply: Callable[[dict], None] | None = None,
+        *,
+        member: dict | None = None,
+        strict: bool = False,
+    ) -> dict | None:
+        """Subscribe `subscriber` (the connection, or a protocol's subscription on it) to `name`.
+
+        `key` names the subscription on the connection (a channel name, a GraphQL id). With
+        `since`, the messages held after that offset are replayed first, framed by `codec`, and
+        nothing falls between them and the live ones. `reply(result)` runs before the replay, so
+        a protocol can queue its answer ahead of it; `result` is `{"epoch", "offset",
+        "recovered"}`. `strict` refuses (`unrecoverable`) rather than replay with a gap.
+        `member` is who the subscription makes present: the connection's user by default.
+        Returns the result, or None if the connection went away while the broker answered.
+        """
+        self.check_subscribe(conn, name)
+        channel = self.channels.get(name)
+        if channel is None:
+            channel = self.channels[name] = Channel(name)
+        # Subscribe first, read history second: messages arriving in between wait in the backlog.
+        backlog: list = []
+        channel.catching_up[subscriber] = backlog
+        try:
+            self.broker.listen(name)
+            history = self.broker.history(name, since)
+        except ProtocolError:
+            self._drop_subscriber(channel, codec, subscriber)
+            raise
+        if channel.catching_up.get(subscriber) is not backlog:
+            return None  # the connection went away while the broker answered
+        recovered = history.complete and (epoch is None or epoch == history.epoch)
+        if strict and since is not None and not recovered:
+            self._drop_subscriber(channel, codec, subscriber)
+            raise ProtocolError(
+                "unrecoverable",
+                f"{name!r} no longer holds every message after offset {since} of epoch {epoch}: "
+                "subscribe without a position and reload what is missing",
+            )
+        if epoch is not None and epoch != history.epoch:
+            history.entries = []  # offsets of another epoch mean nothing here
+        # Be a member before the reply, so whoever hears the reply can see us.
+        member = member or {"user": conn.user, "info": conn.info}
+        if channel.add_member(member["user"], member["info"]):
+            self.broker.join(name, member, conn.id)
+        result = {"epoch": history.epoch, "offset": history.offset, "recovered": recovered}
+        if reply is not None:
+            reply(result)
+        # What history holds after `since`, then what arrived while it was read; a codec may have
+        # no frame for some of it (None), like the hub's live fan-out.
+        replay: list = [Publication(name, offset, payload) for offset, payload in history.entries]
+        for item in backlog:
+            if isinstance(item, Publication):
+                if item.offset > history.offset and item.exclude != conn.id:
+                    replay.append(item)
+            elif item.skip != conn.id:
+                replay.append(item)
+        for item in replay:
+            is_message = isinstance(item, Publication)
+            frame = codec.message_frame(item) if is_message else codec.member_frame(item)
+            if frame is not None:
+                subscriber.queue(frame)
+                self.counters["out_message"] += is_message
+        del channel.catching_up[subscriber]
+        channel.add_subscriber(codec, subscriber)
+        conn.subscriptions[key] = Subscription(name, codec, subscriber, member)
+        conn.flush()
+        self.broker.count(name)
+        return result
+
+    def check_subscribe(self, conn: Connection, name: str) -> None:
+        """Refuse a subscription the connection may not have (before any state is touched)."""
+        validate_channel(name)
+        if len(conn.subscriptions) >= self.config.max_subscriptions:
+            raise ProtocolError(
+                "too_many_subscriptions", f"at most {self.config.max_subscriptions} subscriptions per connection"
+            )
+        if not conn.grants.may_subscribe(name):
+            raise ProtocolError(
+                "forbidden", f"{name!r} is a protected channel: it needs a grant in your token or a subscription token"
+            )
+
+    def unsubscribe(self, conn: Connection, key: Any) -> bool:
+        """End one of the connection's subscriptions; False if it had none under `key`."""
+        subscription = conn.subscriptions.pop(key, None)
+        if subscription is None:
+            return False
+        name = subscription.channel
+        channel = self.channels.get(name)
+        if channel is None:
+            return True
+        user = subscription.member["user"]
+        member = channel.remove_member(user)
+        self._drop_subscriber(channel, subscription.codec, subscription.subscriber)
+        self.broker.count(name)
+        if member is not None:
+            self.broker.leave(name, member)
+        return True
+
+    def _drop_subscriber(self, channel: Channel, codec: Codec, subscriber: Subscriber) -> None:
+        """Forget a subscriber; the last one out tells the broker and drops the channel here."""
+        channel.remove_subscriber(codec, subscriber)
+        channel.catching_up.pop(subscriber, None)
+        if channel.is_empty():
+            del self.channels[channel.name]
+            self.broker.unlisten(channel.name)
+
+    def refresh(self, conn: Connection, token: str) -> float | None:
+        """Take a fresh connection token for the same user, before the old one expires; returns
+        its expiry. Grants from subscription tokens are kept."""
+        identity = self.tokens.verify(token)
+        if identity.user != conn.user:
+            raise ProtocolError("forbidden", "a refreshed token must be for the same user")
+        subscription_grants = conn.grants.channels
+        self.authenticate(conn, identity)
+        conn.grants.channels = subscription_grants
+        return identity.expires
+
+    # -- the operations every protocol and the HTTP API share ------------------------------
+
+    def publish(
+        self,
+        name: str,
+        data: Any,
+        sender: str | None = None,
+        key: str | None = None,
+        event: str | None = None,
+        exclude: str = "",
+    ) -> int:
+        """Store and fan out one message everywhere; returns its offset. Never blocks on a subscriber.
+
+        A publish with an idempotency `key` that the channel saw within the idempotency window
+        delivers nothing and returns the first one's offset: a caller may retry without fear.
+        `event` names the message (Pusher's event names); `exclude` is a connection id that is
+        not sent this message (Pusher's `socket_id`, and a client event's sender).
+        """
+        head, tail = message_parts(validate_channel(name), data, sender, event)
+        return self.broker.publish(name, head, tail, key, exclude)
+
+    def publish_many(
+        self, requests: list[tuple[str, Any, str | None, str | None, str | None]]
+    ) -> list[int | ProtocolError]:
+        """`publish` for each (channel, data, sender, key, event), in order, sent to the broker together:
+        a client's run of publishes costs one Redis round trip, not one each. Each result is the
+        offset, or the error that publish earned."""
+        results: list[int | ProtocolError] = []
+        messages, slots = [], []
+        for name, data, sender, key, event in requests:
+            try:
+                head, tail = message_parts(validate_channel(name), data, sender, event)
+            except ProtocolError as error:
+                results.append(error)
+                continue
+            slots.append(len(results))
+            results.append(0)
+            messages.append((name, head, tail, key, ""))
+        for slot, offset in zip(slots, self.broker.publish_many(messages), strict=True):
+            results[slot] = offset
+        return results
+
+    def deliver(self, name: str, offset: int, payload: bytes, exclude: str = "") -> None:
+        """A message for local subscribers, from the broker: framed once per codec, queued for each."""
+        channel = self.channels.get(name)
+        if channel is None:
+            return
+        publication = Publication(name, offset, payload, exclude)
+        # The hot path: it allocates nothing per subscriber (a tuple per subscriber here cost 2x
+        # in garbage collection on bursts to 5,000), and counts once per codec, not per recipient.
+        for codec, subscribers in channel.codecs.items():
+            frame = codec.message_frame(publication)
+            if frame is None:
+                continue  # this codec's subscribers do not get messages (a presence feed)
+            self.counters["out_message"] += len(subscribers)
+            if exclude:
+                for subscriber in tuple(subscribers):
+                    if subscriber.id != exclude:
+                        subscriber.enqueue(frame)
+            else:
+                for subscriber in tuple(subscribers):
+                    subscriber.enqueue(frame)
+        for backlog in channel.catching_up.values():
+            backlog.append(publication)
+
+    def announce(self, name: str, payload: bytes, skip: str) -> None:
+        """A join or leave, from the broker: framed once per codec that pushes it on this channel."""
+        channel = self.channels.get(name)
+        if channel is None:
+            return
+        announcement = Announcement(name, payload, skip)
+        for codec, subscribers in channel.codecs.items():
+            frame = codec.member_frame(announcement)
+            if frame is None:
+                continue
+            for subscriber in tuple(subscribers):
+                if subscriber.id != skip:
+                    subscriber.enqueue(frame)
+                    self.counters["out_presence"] += 1
+        for backlog in channel.catching_up.values():
+            backlog.append(announcement)
+
+    # -- what the broker asks of this worker (brokers.base.Listener) -------------------------
+
+    def local_channels(self) -> Collection[str]:
+        return self.channels.keys()
+
+    def local_subscriber_count(self, name: str) -> int:
+        channel = self.channels.get(name)
+        return channel.subscriber_count() if channel is not None else 0
+
+    def local_members(self, name: str) -> list[dict]:
+        channel = self.channels.get(name)
+        return channel.member_list() if channel is not None else []
+
+    def broker_reconnected(self) -> None:
+        self.counters["broker_reconnects"] += 1
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def presence(self, name: str) -> list[dict]:
+        return self.broker.members(validate_channel(name))
+
+    def history(self, name: str, since: int = 0, limit: int | None = None) -> tuple[str, int, list[bytes]]:
+        """The epoch, the last offset and the JSON of each held message after `since` (oldest first)."""
+        history = self.broker.history(validate_channel(name), since, limit)
+        return history.epoch, history.offset, [payload for _offset, payload in history.entries]
+
+    def channel_counts(self) -> dict[str, int]:
+        """Channels with at least one subscriber, and how many, across every worker."""
+        return self.broker.channel_counts()
+
+    def local_channel_counts(self) -> dict[str, int]:
+        """Channels with at least one subscriber on this worker, and how many."""
+        counts = {name: channel.subscriber_count() for name, channel in self.channels.items()}
+        return {name: count for name, count in counts.items() if count}
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _start_maintenance(self) -> None:
+        if self._maintenance is None:
+            self._maintenance = gevent.spawn(self._maintain)
+
+    def _maintain(self) -> None:
+        """Every few seconds: ping quiet sockets, cut dead ones, let the broker do its upkeep."""
+        interval = self.config.ping_interval
+        while True:
+            gevent.sleep(min(interval / 2, self.config.presence_ttl / 3, 5.0))
+            now = time.monotonic()
+            wall = time.time()
+            for conn in tuple(self.connections.values()):
+                if conn.expires is not None:
+                    self._check_expiry(conn, wall)
+                quiet = now - conn.last_seen
+                if quiet > 2 * interval:
+                    log.info("closing %s: nothing received for %.0f s", conn.id, quiet)
+                    conn.abort()
+                elif quiet > interval:
+                    conn.enqueue(_PING_FRAME)
+            self.broker.maintain()
+
+    def _check_expiry(self, conn: Connection, now: float) -> None:
+        """Warn a connection whose token is about to expire; close it once it has."""
+        if conn.session is None or conn.closing:
+            return
+        if now >= conn.expires:
+            conn.session.token_expired(conn)
+        elif not conn.warned and conn.expires - now <= self.config.token_warning:
+            conn.warned = True
+            conn.session.token_expiring(conn)
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Tell every connection the server is going away, wait (up to `timeout`) for the closes,
+        then let go of the broker."""
+        if self._maintenance is not None:
+            self._maintenance.kill(block=False)
+            self._maintenance = None
+        self._drained = Event()
+        for conn in tuple(self.connections.values()):
+            if conn.session is not None:
+                conn.session.going_away(conn)
+            else:  # still in its handshake's last step: no protocol has spoken yet
+                conn.close(CLOSE_GOING_AWAY, "server shutting down")
+        if self.connections and not self._drained.wait(timeout):
+            for conn in tuple(self.connections.values()):
+                conn.abort()
+            self._drained.wait(1.0)
+        self.broker.close()

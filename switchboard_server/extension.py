@@ -1,0 +1,163 @@
+"""Switchboard as a Flask extension: `Switchboard(app)`, or `ext.init_app(app)` in a factory.
+
+It mounts Switchboard's routes (the `/ws` WebSocket, the HTTP API, health, and the protocols you
+enable) as blueprints under a URL prefix you choose, and changes nothing else in the host app: its
+error pages, body limit and request hooks belong to its own blueprints; it adds no `/` route and
+leaves logging alone; metrics, the stats page and the demo stay off unless asked for.
+
+Settings come, each later one winning, from the extension's defaults, the `SWITCHBOARD_*`
+environment, the host's `app.config["SWITCHBOARD_*"]`, and the keywords given here. The state
+(hub, broker, protocols) lives in `app.extensions["switchboard"]`, created per worker process: a
+Gunicorn worker imports the app after gevent has patched, and nothing here starts a greenlet
+before the first connection or request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+from flask import Blueprint, Flask, current_app, has_app_context
+
+from switchboard_server.core.config import PREFIX, Config
+from switchboard_server.routes import api, graphql, health, ops, pusher, websocket
+from switchboard_server.state import PROTOCOLS, SwitchboardState
+
+EXTENSION_DEFAULTS = {"metrics": "off"}
+_ROUTES = {
+    "native": (websocket.bp,),
+    "echo": (websocket.echo_bp,),
+    "graphql": (graphql.bp,),
+    "pusher": (pusher.bp,),
+}
+
+
+class Switchboard:
+    """Real-time channels for a Flask app: WebSockets, presence, history and an HTTP API.
+
+    `protocols` names what to mount: "native" (`/ws`, always), "echo" (`/ws/echo`), "graphql"
+    (`/graphql`) and "pusher" (`/app/<key>` and `/apps/<id>/...`). `api=False` leaves out the
+    HTTP API (`/api/...`). `config` is a `Config`, or settings by name (`history_size=500`).
+    """
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        url_prefix: str = "",
+        protocols: Iterable[str] = ("native",),
+        api: bool = True,
+        config: Config | Mapping[str, Any] | None = None,
+        **settings: Any,
+    ) -> None:
+        self.url_prefix = url_prefix
+        self.protocols = tuple(protocols)
+        self.api = api
+        self._config = config
+        self._settings = settings
+        # The app given here serves calls made outside any app context (a background greenlet).
+        self._app = app
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Mount Switchboard on `app`; once per app, and only where gevent has patched the process."""
+        if "switchboard" in app.extensions:
+            raise RuntimeError(
+                "Switchboard is already set up on this app: call init_app once, with one extension per app"
+            )
+        _require_gevent()
+        unknown = set(self.protocols) - set(PROTOCOLS)
+        if unknown:
+            raise ValueError(f"unknown protocols {sorted(unknown)}: choose from {', '.join(PROTOCOLS)}")
+        prefix = _prefix(self.url_prefix)
+        blueprints = [health.bp, ops.bp, *(self.api and (api.bp,) or ())]
+        for name in ("native", *self.protocols):
+            blueprints.extend(bp for bp in _ROUTES[name] if bp not in blueprints)
+        _refuse_taken_paths(app, prefix, blueprints)
+        config = self.resolve_config(app)
+        state = SwitchboardState(config, prefix, {"native", *self.protocols})
+        app.extensions["switchboard"] = state
+        for blueprint in blueprints:
+            app.register_blueprint(blueprint, url_prefix=prefix + (blueprint.url_prefix or "") or None)
+
+    def resolve_config(self, app: Flask) -> Config:
+        """The settings for `app`: defaults < environment < app.config < this extension's keywords."""
+        if isinstance(self._config, Config):
+            return dataclasses.replace(self._config, **self._settings)
+        environ = {PREFIX + name.upper(): value for name, value in EXTENSION_DEFAULTS.items()}
+        environ.update(os.environ)
+        config = Config.from_env(environ)
+        from_app = {
+            spec.name: app.config[PREFIX + spec.name.upper()]
+            for spec in dataclasses.fields(Config)
+            if PREFIX + spec.name.upper() in app.config
+        }
+        return dataclasses.replace(config, **from_app, **dict(self._config or {}), **self._settings)
+
+    # -- what a view, a CLI command or a background greenlet may call ------------------------
+
+    def state(self) -> SwitchboardState:
+        """This app's Switchboard: the current app's in a request or app context, else the app the
+        extension was created with."""
+        app = current_app._get_current_object() if has_app_context() else self._app
+        if app is None or "switchboard" not in app.extensions:
+            raise RuntimeError("no app with Switchboard here: call from within an app context, or Switchboard(app)")
+        return app.extensions["switchboard"]
+
+    def publish(self, channel: str, data: Any, *, event: str | None = None, idempotency_key: str | None = None) -> int:
+        """Publish to every subscriber of `channel` on every worker (with Redis); returns the offset."""
+        hub = self.state().hub
+        offset = hub.publish(channel, data, key=idempotency_key, event=event)
+        hub.counters["publishes_app"] += 1
+        return offset
+
+    def presence(self, channel: str) -> list[dict]:
+        """Who is on `channel`, across every worker: `[{"user", "info"}, ...]`."""
+        return self.state().hub.presence(channel)
+
+    def history(self, channel: str, since: int = 0, limit: int | None = None) -> tuple[str, int, list[Any]]:
+        """The channel's epoch, last offset, and the messages held after `since` (parsed)."""
+        epoch, last, messages = self.state().hub.history(channel, since, limit)
+        return epoch, last, [orjson.loads(message) for message in messages]
+
+
+def _prefix(url_prefix: str) -> str:
+    prefix = url_prefix.rstrip("/")
+    if prefix and not prefix.startswith("/"):
+        raise ValueError(f"url_prefix {url_prefix!r} must start with '/'")
+    return prefix
+
+
+def _require_gevent() -> None:
+    """Refuse to start where WebSockets could not work: without gevent's patching, every socket
+    greenlet would block the worker (under Gunicorn's sync or gthread worker, say)."""
+    from gevent import monkey
+
+    if not monkey.is_module_patched("socket"):
+        raise RuntimeError(
+            "Switchboard needs gevent: run it under Gunicorn with its worker "
+            "(worker_class = 'switchboard_server.Worker'), or call gevent.monkey.patch_all() "
+            "before anything else is imported"
+        )
+
+
+def _refuse_taken_paths(app: Flask, prefix: str, blueprints: list[Blueprint]) -> None:
+    """A route of the host's at a path Switchboard would mount is an error, not a silent shadow."""
+    taken = {rule.rule for rule in app.url_map.iter_rules()}
+    for blueprint in blueprints:
+        for path in _paths(blueprint):
+            if prefix + path in taken:
+                raise RuntimeError(
+                    f"the app already has a route at {prefix + path}: mount Switchboard under another url_prefix"
+                )
+
+
+def _paths(blueprint: Blueprint) -> list[str]:
+    """The rules a blueprint will add (read from a throwaway app, so nothing is registered twice)."""
+    probe = Flask("switchboard_probe")
+    probe.register_blueprint(blueprint)
+    return [rule.rule for rule in probe.url_map.iter_rules() if rule.endpoint != "static"]

@@ -1,0 +1,167 @@
+"""Prometheus metrics for one worker, made from the plain counts the hub keeps.
+
+The hot paths never call prometheus_client: the hub counts in `Hub.counters` (a dict) and its
+connections in the flusher's `Meter` (plain ints, per read, write or flush run, never per
+delivery); `Recorder.sync` turns what changed into Prometheus values once a second, and again
+before every scrape. Under Gunicorn, prometheus_client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR,
+set in gunicorn.conf.py before any worker imports it) keeps each worker's values in a file, so a
+scrape answered by any worker adds up all of them; the other workers' figures are at most a
+second old. Never imports Flask.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+import gevent
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+if TYPE_CHECKING:
+    from switchboard_server.core.hub import Hub
+
+log = logging.getLogger("switchboard.metrics")
+
+SYNC_INTERVAL = 1.0
+# From one socket written at once to tens of thousands: 50 µs to a second.
+LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+class Recorder:
+    """The worker's Prometheus metrics, fed from its hub. Create one per hub."""
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+        # Metrics of this recorder only (several apps in one process must not collide); under
+        # Gunicorn a scrape reads every worker's files instead (see `registry`).
+        self._own = registry = CollectorRegistry()
+        self.connections_open = Gauge(
+            "switchboard_connections_open",
+            "Open WebSocket connections.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.queue_high = Gauge(
+            "switchboard_send_queue_high_water",
+            "Most frames seen waiting in one connection's send queue, since start.",
+            registry=registry,
+            multiprocess_mode="max",
+        )
+        self.latency = Histogram(
+            "switchboard_fanout_latency_seconds",
+            "Time from the first frame queued for a flush run (a publish) to the last socket write of that run.",
+            registry=registry,
+            buckets=LATENCY_BUCKETS,
+        )
+        self.bytes_in = Counter("switchboard_bytes_in", "Bytes read from WebSocket clients.", registry=registry)
+        self.bytes_out = Counter("switchboard_bytes_out", "Bytes written to WebSocket clients.", registry=registry)
+
+        def counter(name: str, help: str, label: str | None = None) -> Counter:
+            return Counter("switchboard_" + name, help, [label] if label else [], registry=registry)
+
+        # Hub counters by prefix -> a metric labelled with the rest of the counter's name.
+        self._labelled = (
+            ("in_", counter("messages_in", "Client messages received, by command type.", "type")),
+            ("out_", counter("messages_out", "Messages sent to clients, by type (fan-out per recipient).", "type")),
+            ("close_", counter("connections_closed", "Connections closed, by close code.", "code")),
+            ("errors_", counter("errors", "Error replies to client commands, by error code.", "code")),
+            ("refused_", counter("handshakes_refused", "WebSocket handshakes refused, by error code.", "code")),
+            ("publishes_", counter("publishes", "Messages published, by source (ws or http).", "source")),
+        )
+        self._plain = {
+            "connections_opened": counter("connections_opened", "WebSocket connections accepted."),
+            "slow_consumers_closed": counter("slow_consumer_disconnects", "Connections closed (1008) as slow."),
+            "closed_for_abuse": counter("rate_limit_disconnects", "Connections closed (1008) for flooding."),
+            "broker_reconnects": counter("broker_reconnects", "Times the Redis broker came back after an outage."),
+        }
+        self._children: dict[str, Any] = {}  # hub counter -> the metric (child) it feeds, or None
+        self._synced: dict[str, int] = {}
+        self._bytes = (0, 0)
+        self._greenlet: gevent.Greenlet | None = None
+
+    # -- feeding ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Sync once a second from now on (idempotent; call from the worker, after gevent patches)."""
+        if self._greenlet is None:
+            self._greenlet = gevent.spawn(self._run)
+
+    def stop(self) -> None:
+        """A last sync, so what a stopping worker counted is kept for the others' scrapes."""
+        if self._greenlet is not None:
+            self._greenlet.kill(block=False)
+            self._greenlet = None
+        self.sync()
+
+    def _run(self) -> None:
+        while True:
+            gevent.sleep(SYNC_INTERVAL)
+            try:
+                self.sync()
+            except Exception:  # a metrics bug must not stop the counting, nor the worker
+                log.exception("metrics sync failed")
+
+    def sync(self) -> None:
+        """Add what the hub counted since the last sync to the Prometheus values."""
+        hub = self._hub
+        for key, value in tuple(hub.counters.items()):
+            delta = value - self._synced.get(key, 0)
+            if delta:
+                self._synced[key] = value
+                child = self._children[key] if key in self._children else self._child(key)
+                if child is not None:
+                    child.inc(delta)
+        meter = hub.flusher.meter
+        bytes_in, bytes_out = self._bytes
+        if meter.bytes_in != bytes_in:
+            self.bytes_in.inc(meter.bytes_in - bytes_in)
+        if meter.bytes_out != bytes_out:
+            self.bytes_out.inc(meter.bytes_out - bytes_out)
+        self._bytes = (meter.bytes_in, meter.bytes_out)
+        self.queue_high.set(meter.queue_high)
+        self.connections_open.set(len(hub.connections))
+        latencies, meter.latencies = meter.latencies, []
+        for seconds in latencies:
+            self.latency.observe(seconds)
+
+    def _child(self, key: str) -> Any:
+        child = self._plain.get(key)
+        for prefix, metric in self._labelled:
+            if key.startswith(prefix):
+                child = metric.labels(key[len(prefix) :])
+        self._children[key] = child
+        return child
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def registry(self) -> CollectorRegistry:
+        """What a scrape reads: every worker's files under Gunicorn, else this recorder's metrics."""
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            return self._own
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        return registry
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The Prometheus text format and its content type, with this worker's latest counts."""
+        self.sync()
+        return generate_latest(self.registry()), CONTENT_TYPE_LATEST
+
+    def snapshot(self) -> dict[str, Any]:
+        """The same figures as JSON for the stats page: each metric summed over its labels
+        (`totals`), and split by its label (`by_label`). Names lose the `switchboard_` prefix."""
+        self.sync()
+        totals: dict[str, float] = {}
+        by_label: dict[str, dict[str, float]] = {}
+        for metric in self.registry().collect():
+            for sample in metric.samples:
+                if sample.name.endswith(("_bucket", "_created")):
+                    continue
+                name = sample.name.removeprefix("switchboard_")
+                totals[name] = totals.get(name, 0) + sample.value
+                if sample.labels:
+                    by_label.setdefault(name, {})[next(iter(sample.labels.values()))] = sample.value
+        return {"time": time.time(), "totals": totals, "by_label": by_label}

@@ -1,0 +1,148 @@
+"""Switchboard's Gunicorn worker: gevent's own, with the `/ws` handshake taken off the slow path.
+
+Use it for any app that mounts Switchboard (`worker_class = "switchboard_server.Worker"`): it also
+closes every connection with 1001 when the worker exits.
+
+
+A handshake is most of what a reconnect storm costs, and the way through Gunicorn's HTTP parser, a
+WSGI environ, Flask's routing and request context, and a detached socket handed to a new greenlet
+was two thirds of it (py-spy, bench/results). This worker peeks at a new connection's first bytes;
+when they are a whole `GET` upgrade on one of the paths the app's Switchboard lists (`/ws` and
+`/ws/echo` under its URL prefix) that the route would accept, it makes the route's own decisions
+(transport/handshake.py's `check_upgrade`, the protocol's entry) on them and hands the socket to
+the hub as the route does (`adopt`). Everything else (other paths, every refusal, a
+request not yet whole, TLS, the metrics address) is left unread for Gunicorn and Flask, which
+answer it exactly as they would without this worker: the Flask routes stay the public face.
+"""
+
+from __future__ import annotations
+
+import socket
+from urllib.parse import parse_qsl
+
+import gevent
+from gunicorn.workers.ggevent import GeventWorker
+
+from switchboard_server.transport.handshake import Refusal, adopt, check_upgrade, switching_protocols
+
+# A handshake's request head is a few hundred bytes; one this long is not a browser's.
+MAX_HEAD = 8192
+# How long a new connection may take to send its first request, as the `websockets` server's
+# open_timeout. Longer than Gunicorn's keep-alive on purpose: in a reconnect storm the listen
+# queue overflows, and a client whose first packets were dropped resends them on TCP's backoff,
+# seconds after the connection was accepted; closing it then refuses a client that is on its way.
+FIRST_REQUEST_WAIT = 10.0
+
+
+class Worker(GeventWorker):
+    """Gunicorn's gevent worker; `/ws` handshakes it can answer alone never reach Flask."""
+
+    _fast: FastPath | None = None
+
+    def run(self) -> None:
+        """Serve until told to stop, then say goodbye properly: every client gets close 1001."""
+        try:
+            super().run()
+        finally:
+            state = _switchboard(self.wsgi) if hasattr(self, "wsgi") else None
+            if state is not None:
+                state.shutdown(timeout=5.0)
+
+    def handle(self, listener, client, addr) -> None:
+        client.setblocking(1)
+        if self._fast is None:
+            self._fast = FastPath(_switchboard(self.wsgi))
+        taken = self._fast.take(listener, client, addr, max(self.cfg.keepalive, FIRST_REQUEST_WAIT))
+        if taken is None:
+            client.close()  # nothing arrived in time
+        elif not taken:
+            super().handle(listener, client, addr)
+
+
+def _switchboard(app):
+    """The app's SwitchboardState, or None (no Switchboard, or an app wrapped in middleware)."""
+    return getattr(app, "extensions", {}).get("switchboard")
+
+
+class FastPath:
+    """Answers the handshakes the Flask routes would accept, with the routes' own decisions."""
+
+    def __init__(self, state) -> None:
+        # `state` is the app's SwitchboardState (None: an app without Switchboard, or one wrapped
+        # in middleware, which Gunicorn and Flask serve as usual).
+        self._state = state
+        self._paths = state.fast_paths if state is not None else {}
+        self._heads = tuple(f"GET {path}".encode() for path in self._paths)
+        metrics = state.config.metrics if state is not None else ""
+        self._metrics_port = int(metrics.rpartition(":")[2]) if ":" in metrics else None
+        self._plain: dict[object, bool] = {}  # listener -> serves the app (not only /metrics)
+
+    def take(self, listener, client, addr, wait: float) -> bool | None:
+        """True: the connection was upgraded here and handed to the hub. False: Gunicorn must answer
+        it (its bytes are still unread). None: nothing arrived within `wait` seconds."""
+        if not self._paths or not self._serves_app(listener) or not hasattr(client, "_sock"):
+            return False
+        data = None
+        with gevent.Timeout(wait, False):
+            data = client.recv(MAX_HEAD, socket.MSG_PEEK)
+        if data is None:
+            # The time may have gone to a worker too busy to run this greenlet (a reconnect storm),
+            # not to a silent client: look once more before giving up on it.
+            try:
+                data = client._sock.recv(MAX_HEAD, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return None
+        request = _parse_head(data) if data.startswith(self._heads) else None
+        if request is None:
+            return False
+        path, query, headers, size = request
+        entry = self._paths.get(path)
+        if entry is None:
+            return False
+        address = addr[0] if isinstance(addr, tuple) else ""
+        hub = self._state.hub
+        try:
+            ws_key = check_upgrade(hub.config.allowed_origins, lambda name: headers.get(name.lower(), ""))
+            token = next((value for name, value in parse_qsl(query) if name == "token"), None)
+            run, identity = entry(token, address)
+        except Refusal:  # the route answers it, with its status and its log line
+            return False
+        while size:  # what was peeked is all in the socket's buffer: take exactly the head
+            size -= len(client.recv(size))
+        if self._state.recorder is not None:
+            self._state.recorder.start()
+
+        def open_connection(sock):
+            return hub.open(sock, identity, address=address)
+
+        adopt(client, switching_protocols(ws_key), open_connection, run)
+        return True
+
+    def _serves_app(self, listener) -> bool:
+        plain = self._plain.get(listener)
+        if plain is None:
+            plain = self._plain[listener] = (
+                self._metrics_port is None or listener.getsockname()[1] != self._metrics_port
+            )
+        return plain
+
+
+def _parse_head(data: bytes) -> tuple[str, str, dict[str, str], int] | None:
+    """(path, query, headers by lower-case name, head size) of a whole `GET` request head, or None
+    for anything this worker leaves to Gunicorn (a head not yet whole, or not plain HTTP/1.1)."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    lines = data[:end].decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or parts[2] != "HTTP/1.1":
+        return None
+    path, _, query = parts[1].partition("?")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if not colon or not name or name != name.strip():
+            return None  # malformed: Gunicorn says so
+        name, value = name.lower(), value.strip()
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return path, query, headers, end + 4
