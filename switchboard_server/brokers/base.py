@@ -1,6 +1,6 @@
 """The broker interface, what a broker calls back on its worker, and the types every broker shares.
 
-A broker never sees the Hub class: it is handed a `Listener`, the few calls a broker makes on the
+A broker never sees the Hub class: it is handed a `Receiver`, the few calls a broker makes on the
 worker's side (deliver, announce, and what this worker holds), so brokers depend on this file and
 the core's plain types only, and a new broker can be written against one screen of interface.
 """
@@ -44,7 +44,7 @@ def reaches_back(since: int, last: int, entries: list[tuple[int, bytes]]) -> boo
     return bool(entries) and entries[0][0] == since + 1
 
 
-class Listener(Protocol):
+class Receiver(Protocol):
     """What a broker calls back on its worker (the hub implements it)."""
 
     def deliver(self, channel: str, offset: int, payload: bytes, exclude: str = "") -> None:
@@ -111,14 +111,14 @@ class Observers:
 
 
 class Broker(Protocol):
-    """What the hub needs from a broker. Delivery comes back through the `Listener` it is attached to.
+    """What the hub needs from a broker. Delivery comes back through the `Receiver` it is attached to.
 
     `observers` are told of cluster-wide occupancy and membership changes (BrokerObserver).
     """
 
     observers: Observers
 
-    def attach(self, listener: Listener) -> None:
+    def attach(self, receiver: Receiver) -> None:
         """Remember the worker's side to deliver to."""
 
     def publish(self, channel: str, head: bytes, tail: bytes, key: str | None = None, exclude: str = "") -> int:

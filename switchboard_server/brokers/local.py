@@ -11,7 +11,7 @@ import secrets
 import time
 from collections import deque
 
-from switchboard_server.brokers.base import History, Listener, Observers, reaches_back
+from switchboard_server.brokers.base import History, Observers, Receiver, reaches_back
 from switchboard_server.core.config import Config
 from switchboard_server.core.envelope import member_payload
 
@@ -41,12 +41,12 @@ class LocalBroker:
         self._ttl = config.history_ttl
         self._key_window = config.idempotency_window
         self._rings: dict[str, _Ring] = {}
-        self._listener: Listener | None = None
+        self._receiver: Receiver | None = None
         self.observers = Observers()
         self._occupied: set[str] = set()  # channels with a live subscriber, for the observers
 
-    def attach(self, listener: Listener) -> None:
-        self._listener = listener
+    def attach(self, receiver: Receiver) -> None:
+        self._receiver = receiver
 
     def _ring(self, channel: str) -> _Ring:
         ring = self._rings.get(channel)
@@ -69,7 +69,7 @@ class LocalBroker:
         if key is not None:
             ring.keys.pop(key, None)  # re-inserted last, so the dict stays oldest first
             ring.keys[key] = (offset, now)
-        self._listener.deliver(channel, offset, payload, exclude)
+        self._receiver.deliver(channel, offset, payload, exclude)
         return offset
 
     def publish_many(self, messages: list[tuple[str, bytes, bytes, str | None, str]]) -> list[int]:
@@ -92,17 +92,17 @@ class LocalBroker:
         """Nothing to do."""
 
     def join(self, channel: str, member: dict, skip: str) -> None:
-        self._listener.announce(channel, member_payload("join", channel, member), skip)
+        self._receiver.announce(channel, member_payload("join", channel, member), skip)
         self.observers.notify("member_added", channel, member)
 
     def leave(self, channel: str, member: dict) -> None:
-        self._listener.announce(channel, member_payload("leave", channel, member), "")
+        self._receiver.announce(channel, member_payload("leave", channel, member), "")
         self.observers.notify("member_removed", channel, member)
 
     def count(self, channel: str) -> None:
         """The hub's own channels are the count; tell the observers when one gains its first live
         subscriber or loses its last."""
-        occupied = self._listener.local_subscriber_count(channel) > 0
+        occupied = self._receiver.local_subscriber_count(channel) > 0
         if occupied and channel not in self._occupied:
             self._occupied.add(channel)
             self.observers.notify("channel_occupied", channel)
@@ -111,10 +111,10 @@ class LocalBroker:
             self.observers.notify("channel_vacated", channel)
 
     def channel_counts(self) -> dict[str, int]:
-        return self._listener.local_channel_counts()
+        return self._receiver.local_channel_counts()
 
     def members(self, channel: str) -> list[dict]:
-        return self._listener.local_members(channel)
+        return self._receiver.local_members(channel)
 
     def maintain(self) -> None:
         """Forget expired idempotency keys, and the history of channels nobody subscribes to once
@@ -129,7 +129,7 @@ class LocalBroker:
                     break
                 del keys[key]
             # A ring also keeps the keys of its last publishes: never drop it before they expire.
-            if ring.last_active < cutoff and not keys and name not in self._listener.local_channels():
+            if ring.last_active < cutoff and not keys and name not in self._receiver.local_channels():
                 del self._rings[name]
 
     def problem(self) -> str | None:

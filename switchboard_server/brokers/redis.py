@@ -4,7 +4,7 @@
   capped Stream and PUBLISHes it in one step, so every worker sees one channel's messages in
   offset order and recovery works whichever worker a client reconnects to.
 - Fan-out: each worker SUBSCRIBEs only to channels it has local subscribers for; the message is
-  JSON-encoded once for the cluster and framed once per worker (`Listener.deliver`).
+  JSON-encoded once for the cluster and framed once per worker (`Receiver.deliver`).
 - Presence: each user on a channel counts the workers holding it; a worker heartbeats, and when
   one stops for `presence_ttl` seconds any other worker removes its members (pushing `leave`).
   This is eventually consistent, as in Centrifugo: a dead worker's members linger up to the TTL.
@@ -38,7 +38,7 @@ import gevent
 import orjson
 from gevent.event import Event
 
-from switchboard_server.brokers.base import BrokerUnavailable, History, Listener, Observers, reaches_back
+from switchboard_server.brokers.base import BrokerUnavailable, History, Observers, Receiver, reaches_back
 from switchboard_server.brokers.pipeline import Pipeline, Script
 from switchboard_server.core.config import Config
 
@@ -205,7 +205,7 @@ class RedisBroker:
         self.redis = redis.Redis(connection_pool=pool)
         # Publishes, history reads, presence and counts: one round trip for all that is asked at once.
         self._pipeline = Pipeline(self.redis, [_PUBLISH, _HISTORY, _JOIN, _LEAVE, _COUNT, _REAP], self._note_failure)
-        self._listener: Listener | None = None
+        self._receiver: Receiver | None = None
         self.observers = Observers()
         self._wanted: dict[str, Event] = {}  # channels with local subscribers -> set once live
         # channel -> (epoch, offset) of the last message handed to the hub, and the channels to
@@ -220,8 +220,8 @@ class RedisBroker:
         self._resync = False
         self._closed = False
 
-    def attach(self, listener: Listener) -> None:
-        self._listener = listener
+    def attach(self, receiver: Receiver) -> None:
+        self._receiver = receiver
 
     # -- publishing and history ------------------------------------------------------------
 
@@ -353,7 +353,7 @@ class RedisBroker:
             exclude, _, payload = rest.partition(b" ")
             self._deliver(channel, epoch.decode(), int(head[1:]), payload, exclude.decode())
         else:
-            self._listener.announce(channel, rest, head[1:].decode())
+            self._receiver.announce(channel, rest, head[1:].decode())
 
     def _deliver(self, channel: str, epoch: str, offset: int, payload: bytes, exclude: str = "") -> None:
         """Hand a message to the hub once: catching up and pub/sub may both bring it."""
@@ -361,7 +361,7 @@ class RedisBroker:
         if last is not None and last[0] == epoch and offset <= last[1]:
             return
         self._delivered[channel] = (epoch, offset)
-        self._listener.deliver(channel, offset, payload, exclude)
+        self._receiver.deliver(channel, offset, payload, exclude)
 
     def _catch_up(self, channel: str) -> None:
         """Deliver what was published while this worker could not hear (Redis pub/sub keeps nothing).
@@ -387,7 +387,7 @@ class RedisBroker:
         self._connected.set()
         if was != _CONNECTING:
             log.info("redis is reachable again (was: %s)", was)
-            self._listener.broker_reconnected()
+            self._receiver.broker_reconnected()
         self._heartbeat()
 
     def _note_failure(self, exc: Exception) -> None:
@@ -438,7 +438,7 @@ class RedisBroker:
         )
 
     def count(self, channel: str) -> None:
-        self._store_count(channel, self._listener.local_subscriber_count(channel))
+        self._store_count(channel, self._receiver.local_subscriber_count(channel))
 
     def _store_count(self, channel: str, subscribers: int) -> None:
         """Write this worker's subscriber count of `channel`; the observers hear when that made
@@ -506,11 +506,11 @@ class RedisBroker:
                 # our members), or a write failed: register everything this worker holds again.
                 # Counts Redis holds for channels we no longer have are written as zero.
                 stale = {name.decode() for name in self.redis.hkeys(f"sb:n:{self.worker}")}
-                for name in stale | set(self._listener.local_channel_counts()):
+                for name in stale | set(self._receiver.local_channel_counts()):
                     self.count(name)
                 held = set()
-                for name in tuple(self._listener.local_channels()):
-                    for member in self._listener.local_members(name):
+                for name in tuple(self._receiver.local_channels()):
+                    for member in self._receiver.local_members(name):
                         held.add(f"{name}\0{member['user']}".encode())
                         self._register(name, member)
                 for entry in self.redis.smembers(f"sb:w:{self.worker}") - held:

@@ -4,7 +4,7 @@ Everything a client can do happens here, in plain Python with no Flask and no so
 protocol's words: each protocol's session (protocols/: native, GraphQL, Pusher) turns its
 messages into these calls and frames the answers, and each protocol's codec frames what channels
 carry. Offsets, history and cluster-wide presence belong to the broker (in-process or Redis); the
-broker hands every message back through `deliver` (the hub is the broker's `Listener`), where each
+broker hands every message back through `deliver` (the hub is the broker's `Receiver`), where each
 codec on the channel frames it once for all of its local subscribers. The hub never imports a
 protocol or a broker: whoever builds it (the Flask extension) hands it its broker.
 """
@@ -383,7 +383,7 @@ class Hub:
         for backlog in channel.catching_up.values():
             backlog.append(announcement)
 
-    # -- what the broker asks of this worker (brokers.base.Listener) -------------------------
+    # -- what the broker asks of this worker (brokers.base.Receiver) -------------------------
 
     def local_channels(self) -> Collection[str]:
         return self.channels.keys()

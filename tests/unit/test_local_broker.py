@@ -9,7 +9,7 @@ from switchboard_server.core.config import Config
 
 
 class Recorder:
-    """A broker listener (brokers.base.Listener) holding no channels: (channel, offset) per delivery."""
+    """A broker listener (brokers.base.Receiver) holding no channels: (channel, offset) per delivery."""
 
     def __init__(self) -> None:
         self.delivered: list[tuple[str, int]] = []
