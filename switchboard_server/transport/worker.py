@@ -18,6 +18,7 @@ answer it exactly as they would without this worker: the Flask routes stay the p
 from __future__ import annotations
 
 import socket
+from collections.abc import Collection
 from urllib.parse import parse_qsl
 
 import gevent
@@ -72,7 +73,6 @@ class FastPath:
         # in middleware, which Gunicorn and Flask serve as usual).
         self._state = state
         self._paths = state.fast_paths if state is not None else {}
-        self._heads = tuple(f"GET {path}".encode() for path in self._paths)
         metrics = state.config.metrics if state is not None else ""
         self._metrics_port = int(metrics.rpartition(":")[2]) if ":" in metrics else None
         self._plain: dict[object, bool] = {}  # listener -> serves the app (not only /metrics)
@@ -92,7 +92,7 @@ class FastPath:
                 data = client._sock.recv(MAX_HEAD, socket.MSG_PEEK | socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return None
-        request = _parse_head(data) if data.startswith(self._heads) else None
+        request = _parse_head(data, self._paths)
         if request is None:
             return False
         path, query, headers, size = request
@@ -127,9 +127,11 @@ class FastPath:
         return plain
 
 
-def _parse_head(data: bytes) -> tuple[str, str, dict[str, str], int] | None:
-    """(path, query, headers by lower-case name, head size) of a whole `GET` request head, or None
-    for anything this worker leaves to Gunicorn (a head not yet whole, or not plain HTTP/1.1)."""
+def _parse_head(data: bytes, paths: Collection[str]) -> tuple[str, str, dict[str, str], int] | None:
+    """(path, query, headers by lower-case name, head size) of a whole `GET` request head for one of
+    `paths`, or None for anything this worker leaves to Gunicorn."""
+    if not data.startswith(b"GET /"):
+        return None
     end = data.find(b"\r\n\r\n")
     if end < 0:
         return None
@@ -138,6 +140,8 @@ def _parse_head(data: bytes) -> tuple[str, str, dict[str, str], int] | None:
     if len(parts) != 3 or parts[2] != "HTTP/1.1":
         return None
     path, _, query = parts[1].partition("?")
+    if path not in paths:
+        return None
     headers: dict[str, str] = {}
     for line in lines[1:]:
         name, colon, value = line.partition(":")

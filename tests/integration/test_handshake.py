@@ -13,6 +13,8 @@ import pytest
 from switchboard_server.transport.worker import FIRST_REQUEST_WAIT, _parse_head
 from tests.integration.servers import masked_frame
 
+PATHS = ("/ws", "/ws/echo")
+
 HEAD = (
     b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -78,10 +80,10 @@ def test_a_connection_that_never_sends_a_request_is_closed(start_server):
 
 
 def test_the_head_parser_takes_only_whole_websocket_requests_it_can_answer():
-    path, query, headers, size = _parse_head(HEAD.replace(b"/ws ", b"/ws?token=a%20b ") + b"rest")
+    path, query, headers, size = _parse_head(HEAD.replace(b"/ws ", b"/ws?token=a%20b ") + b"rest", PATHS)
     assert (path, query, size) == ("/ws", "token=a%20b", len(HEAD) + len("?token=a%20b"))
     assert headers["sec-websocket-version"] == "13" and headers["upgrade"] == "websocket"
-    doubled = _parse_head(HEAD.replace(b"Connection: Upgrade", b"Connection: keep-alive\r\nConnection: Upgrade"))
+    doubled = _parse_head(HEAD.replace(b"Connection: Upgrade", b"Connection: keep-alive\r\nConnection: Upgrade"), PATHS)
     assert doubled[2]["connection"] == "keep-alive, Upgrade"
     for other in (
         HEAD[:-2],  # not whole yet
@@ -91,4 +93,4 @@ def test_the_head_parser_takes_only_whole_websocket_requests_it_can_answer():
         HEAD.replace(b"Upgrade: websocket", b"Upgrade : websocket"),  # malformed: Gunicorn says so
         b"POST /ws HTTP/1.1\r\n\r\n",
     ):
-        assert _parse_head(other) is None
+        assert _parse_head(other, PATHS) is None
