@@ -144,3 +144,18 @@ def test_plain_channels_track_members_without_announcing_them(server):
         members = gus.command("presence", channel="broadcast-only")["result"]["members"]
         assert sorted(member["user"] for member in members) == ["gus", "hal"]
         assert [frame for frame in gus.pushes if frame["type"] in ("join", "leave")] == []
+
+
+def test_a_subscription_token_grants_its_anonymous_connection_only(start_server):
+    server = start_server()  # one worker: every connection is in the same hub
+    with server.client() as first, server.client() as second:
+        user = first.welcome["user"]  # an anonymous connection's user is its client id
+        token = server.api("POST", "/api/tokens", {"user": user, "channel": "private-doc", "publish": True})[1]["token"]
+        assert first.command("subscribe", channel="private-doc", token=token)["type"] == "reply"
+        assert first.command("publish", channel="private-doc", data="mine")["type"] == "reply"
+        with server.client() as later:  # opened after the grant, too
+            for other in (second, later):
+                refused = other.command("subscribe", channel="private-doc")
+                assert refused.get("code") == "forbidden", refused
+                refused = other.command("publish", channel="private-doc", data="theirs")
+                assert refused.get("code") == "forbidden", refused
