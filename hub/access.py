@@ -9,6 +9,8 @@ says otherwise, and on protected channels only with a publish grant; the HTTP AP
 from __future__ import annotations
 
 from fnmatch import fnmatchcase
+from types import MappingProxyType
+from typing import Any
 
 PROTECTED_PREFIXES = ("private-", "presence-")
 
@@ -44,4 +46,25 @@ class Grants:
         self.channels[channel] = publish or self.channels.get(channel, False)
 
 
-NO_GRANTS = Grants()
+class SharedGrants(Grants):
+    """No grants, and never any: one instance that stands for many connections.
+
+    Every connection starts with the same `NO_GRANTS` until the hub authenticates it and gives it
+    grants of its own; a channel added to a shared instance would be granted to every connection
+    holding it, so each change raises instead, as the bug it would be.
+    """
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        for name, value in (("subscribe", ()), ("publish", ()), ("channels", MappingProxyType({}))):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"shared grants cannot change ({name}): give the connection grants of its own")
+
+    def add_channel(self, channel: str, publish: bool) -> None:
+        raise AttributeError(f"shared grants cannot change (a grant of {channel!r}): give the connection its own")
+
+
+NO_GRANTS = SharedGrants()

@@ -164,9 +164,9 @@ class WebhookDispatcher:
             if problem is None:
                 self.counters["webhooks_sent"] += len(batch)
                 return
-            self.counters["webhooks_retried"] += 1
             log.warning("webhook for app %s failed (attempt %d of %d): %s", app.id, attempt, ATTEMPTS, problem)
             if attempt < ATTEMPTS:
+                self.counters["webhooks_retried"] += 1
                 gevent.sleep(retry_delay(attempt))
         self.counters["webhooks_failed"] += len(batch)
         log.error("gave up a webhook of %d events for app %s after %d attempts", len(batch), app.id, ATTEMPTS)
