@@ -30,6 +30,58 @@ SYNC_INTERVAL = 1.0
 LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
+# Every name the hub counts under (`Hub.counters`) reaches a metric through one of these three
+# tables; `metric_of` refuses any other name, and tests/unit/test_metric_names.py checks every
+# name the code increments. Metric names lose their `switchboard_` prefix and `_total` suffix here.
+
+# A counter named `<prefix><rest>` feeds a metric labelled with the rest: prefix -> (metric, label, help).
+LABELLED = {
+    "in_": ("messages_in", "type", "Client messages received, by command type."),
+    "out_": ("messages_out", "type", "Messages sent to clients, by type (fan-out per recipient)."),
+    "close_": ("connections_closed", "code", "Connections closed, by close code."),
+    "errors_": ("errors", "code", "Error replies to client commands, by error code."),
+    "refused_": ("handshakes_refused", "code", "WebSocket handshakes refused, by error code."),
+    "publishes_": ("publishes", "source", "Messages published, by source (ws, http, graphql, pusher_*)."),
+}
+# A counter with a metric of its own: name -> (metric, help).
+PLAIN = {
+    "connections_opened": ("connections_opened", "WebSocket connections accepted."),
+    "slow_consumers_closed": ("slow_consumer_disconnects", "Connections closed (1008) as slow."),
+    "closed_for_abuse": ("rate_limit_disconnects", "Connections closed (1008) for flooding."),
+    "broker_reconnects": ("broker_reconnects", "Times the Redis broker came back after an outage."),
+    "webhooks_sent": ("webhook_events_sent", "Pusher webhook events the application's endpoint took (2xx)."),
+    "webhooks_failed": (
+        "webhook_events_failed",
+        "Pusher webhook events given up: every attempt failed, or still queued when the worker stopped.",
+    ),
+    "webhooks_dropped": ("webhook_events_dropped", "Pusher webhook events dropped, oldest first, from a full queue."),
+    "webhooks_retried": (
+        "webhook_retries",
+        "Pusher webhook requests that failed (no answer, or not 2xx) and were sent again.",
+    ),
+}
+# A total kept for /api/stats that a labelled metric already holds, as the sum over its label:
+# name -> that metric. Exported again, the same count would have two names.
+SUMMED = {"connections_closed": "connections_closed"}
+
+
+class UnknownCounter(LookupError):
+    """A hub counter no metric takes: counted, yet invisible to every scrape."""
+
+
+def metric_of(key: str) -> tuple[str, str | None]:
+    """The metric a hub counter feeds, and the label value it feeds (None: unlabelled, or a
+    `SUMMED` total); `UnknownCounter` for a name that fits none of the tables."""
+    if key in PLAIN:
+        return PLAIN[key][0], None
+    if key in SUMMED:
+        return SUMMED[key], None
+    for prefix, (metric, _label, _help) in LABELLED.items():
+        if key.startswith(prefix) and len(key) > len(prefix):
+            return metric, key[len(prefix) :]
+    raise UnknownCounter(f"hub counter {key!r} feeds no metric: add it to a table in ops/metrics.py")
+
+
 class Recorder:
     """The worker's Prometheus metrics, fed from its hub. Create one per hub."""
 
@@ -62,21 +114,8 @@ class Recorder:
         def counter(name: str, help: str, label: str | None = None) -> Counter:
             return Counter("switchboard_" + name, help, [label] if label else [], registry=registry)
 
-        # Hub counters by prefix -> a metric labelled with the rest of the counter's name.
-        self._labelled = (
-            ("in_", counter("messages_in", "Client messages received, by command type.", "type")),
-            ("out_", counter("messages_out", "Messages sent to clients, by type (fan-out per recipient).", "type")),
-            ("close_", counter("connections_closed", "Connections closed, by close code.", "code")),
-            ("errors_", counter("errors", "Error replies to client commands, by error code.", "code")),
-            ("refused_", counter("handshakes_refused", "WebSocket handshakes refused, by error code.", "code")),
-            ("publishes_", counter("publishes", "Messages published, by source (ws or http).", "source")),
-        )
-        self._plain = {
-            "connections_opened": counter("connections_opened", "WebSocket connections accepted."),
-            "slow_consumers_closed": counter("slow_consumer_disconnects", "Connections closed (1008) as slow."),
-            "closed_for_abuse": counter("rate_limit_disconnects", "Connections closed (1008) for flooding."),
-            "broker_reconnects": counter("broker_reconnects", "Times the Redis broker came back after an outage."),
-        }
+        self._metrics = {metric: counter(metric, help, label) for metric, label, help in LABELLED.values()}
+        self._metrics.update({metric: counter(metric, help) for metric, help in PLAIN.values()})
         self._children: dict[str, Any] = {}  # hub counter -> the metric (child) it feeds, or None
         self._synced: dict[str, int] = {}
         self._bytes = (0, 0)
@@ -128,10 +167,16 @@ class Recorder:
             self.latency.observe(seconds)
 
     def _child(self, key: str) -> Any:
-        child = self._plain.get(key)
-        for prefix, metric in self._labelled:
-            if key.startswith(prefix):
-                child = metric.labels(key[len(prefix) :])
+        """The metric (child) a hub counter feeds, or None: a total a labelled metric already
+        holds, or a name no metric takes, which is logged as the bug it is (once per worker)."""
+        child = None
+        try:
+            metric, label = metric_of(key)
+        except UnknownCounter as unknown:
+            log.error("%s", unknown)
+        else:
+            if key not in SUMMED:
+                child = self._metrics[metric] if label is None else self._metrics[metric].labels(label)
         self._children[key] = child
         return child
 

@@ -1,6 +1,6 @@
 """Pusher's routes: the WebSocket `/app/<key>` and the HTTP API `/apps/<app_id>/...` (docs/pusher.md).
 
-Thin: the handshake goes through handlers/websocket.py's `upgrade`, with a Pusher socket id as the
+Thin: the handshake goes through routes/websocket.py's `upgrade`, with a Pusher socket id as the
 connection's id, and a refused connection (unknown key, protocol, capacity) is told so after the
 upgrade with Pusher's `pusher:error` and close code, which is all pusher-js can read. The HTTP API
 checks Pusher's request signature and calls the hub; its errors are plain text with Pusher's

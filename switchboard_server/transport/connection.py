@@ -54,7 +54,7 @@ MAX_LATENCY_SAMPLES = 1000
 
 class Meter:
     """A worker's traffic totals, as plain numbers: counted per read, per write and per flush run,
-    never per delivery, and turned into Prometheus values at a low rate by hub/metrics.py."""
+    never per delivery, and turned into Prometheus values at a low rate by ops/metrics.py."""
 
     __slots__ = ("bytes_in", "bytes_out", "queue_high", "latencies")
 

@@ -7,7 +7,14 @@ import subprocess
 import sys
 import textwrap
 
-from tests.integration.servers import ROOT
+from tests.integration.servers import ROOT, Server
+
+
+def members_of(server: Server, channel: str) -> list[str]:
+    """The users present on `channel`, as the HTTP API (any worker) sees them."""
+    status, body = server.api("GET", f"/api/channels/{channel}/presence")
+    assert status == 200, body
+    return sorted(member["user"] for member in body["members"])
 
 
 def test_two_clients_chat_both_ways(server):
@@ -31,14 +38,17 @@ def test_two_clients_chat_both_ways(server):
 
 def test_unsubscribed_clients_get_nothing(server):
     with server.client() as listener, server.client() as other, server.client() as publisher:
-        listener.command("subscribe", channel="quiet")
+        for channel in ("quiet", "elsewhere"):
+            listener.command("subscribe", channel=channel)
         other.command("subscribe", channel="elsewhere")
         listener.command("unsubscribe", channel="quiet")
         publisher.command("publish", channel="quiet", data=1)
         publisher.command("publish", channel="elsewhere", data=2)
         assert other.next_push("message")["data"] == 2
-        assert listener.command("ping")["result"] == {"pong": True}
-        assert [frame for frame in listener.pushes if frame["type"] == "message"] == []
+        # The second publish reaches the listener's worker after the first (one publisher, one
+        # broker stream per worker): had the first been delivered, it would be here before it.
+        assert [(message["channel"], message["data"]) for message in listener.messages(1)] == [("elsewhere", 2)]
+        assert listener.pushes == []
 
 
 def test_presence_counts_users_not_tabs(server):
@@ -47,6 +57,7 @@ def test_presence_counts_users_not_tabs(server):
         bob.command("subscribe", channel="presence-room")
         tab1 = server.client(token=alice_token)
         tab1.command("subscribe", channel="presence-room")
+        tab1.command("subscribe", channel="tab1-only")  # after presence-room: a close ends it after
         assert bob.next_push("join") == {
             "type": "join",
             "channel": "presence-room",
@@ -58,10 +69,16 @@ def test_presence_counts_users_not_tabs(server):
         members = bob.command("presence", channel="presence-room")["result"]["members"]
         assert sorted(member["user"] for member in members) == ["alice", "bob"]
 
+        assert members_of(server, "tab1-only") == ["alice"]
         tab1.close()
-        # Alice still has a tab open: no leave yet. A ping round trip proves nothing is pending.
-        bob.command("ping")
-        assert [frame for frame in bob.pushes if frame["type"] == "leave"] == []
+        # Alice still has a tab open: no leave yet. Once she is gone from the channel only tab1 was
+        # in, the server has handled tab1's close (its subscriptions end in the order they began, one
+        # worker's presence writes reach Redis in order); a leave it sent comes before a marker
+        # published after that, on any worker.
+        server.wait_until(lambda: members_of(server, "tab1-only") == [])
+        server.api("POST", "/api/publish", {"channel": "presence-room", "data": "marker"})
+        assert bob.next_push("message")["data"] == "marker"
+        assert [frame["type"] for frame in bob.pushes] == []
 
         tab2.close()
         assert bob.next_push("leave")["member"]["user"] == "alice"
@@ -114,8 +131,9 @@ def test_recovery_after_reconnect_loses_and_repeats_nothing(server):
         assert [message["data"] for message in replayed] == [3, 4, 5, 6, 7, 8]
         offsets = [message["offset"] for message in replayed]
         assert offsets == list(range(last + 1, last + 7))
-        reader.command("ping")
-        assert [frame for frame in reader.pushes if frame["type"] == "message"] == []
+        # Nothing twice: a marker published now is the very next message.
+        publisher.command("publish", channel="feed", data="marker")
+        assert [message["data"] for message in reader.messages(1)] == ["marker"] and reader.pushes == []
         reader.close()
 
 
@@ -144,3 +162,18 @@ def test_plain_channels_track_members_without_announcing_them(server):
         members = gus.command("presence", channel="broadcast-only")["result"]["members"]
         assert sorted(member["user"] for member in members) == ["gus", "hal"]
         assert [frame for frame in gus.pushes if frame["type"] in ("join", "leave")] == []
+
+
+def test_a_subscription_token_grants_its_anonymous_connection_only(start_server):
+    server = start_server()  # one worker: every connection is in the same hub
+    with server.client() as first, server.client() as second:
+        user = first.welcome["user"]  # an anonymous connection's user is its client id
+        token = server.api("POST", "/api/tokens", {"user": user, "channel": "private-doc", "publish": True})[1]["token"]
+        assert first.command("subscribe", channel="private-doc", token=token)["type"] == "reply"
+        assert first.command("publish", channel="private-doc", data="mine")["type"] == "reply"
+        with server.client() as later:  # opened after the grant, too
+            for other in (second, later):
+                refused = other.command("subscribe", channel="private-doc")
+                assert refused.get("code") == "forbidden", refused
+                refused = other.command("publish", channel="private-doc", data="theirs")
+                assert refused.get("code") == "forbidden", refused

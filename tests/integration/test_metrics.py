@@ -13,6 +13,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.servers import API_KEY, RawSocket, RedisServer, Server, flood, free_port
+from tests.pusher.deployments import WireClient, deploy
 
 
 def get(url: str, key: str | None = API_KEY) -> tuple[int, bytes]:
@@ -167,6 +168,38 @@ def test_two_workers_add_up_to_what_the_clients_did(two_workers):
     assert stats["by_label"]["publishes_total"] == {"ws": 3 + sent, "http": 1}
     for client in clients[:-2]:
         client.close()
+
+
+def test_webhooks_and_closed_connections_are_scraped(tmp_path):
+    """What the Pusher webhooks did and how connections ended, in a real scrape after real webhooks."""
+    deployment = deploy(tmp_path)
+    server, backend = deployment.server, deployment.backend
+    try:
+        backend.fail_next = 2  # the first request is answered 500 twice, then taken
+        with WireClient(server) as client:
+            client.subscribe("metered")
+        backend.wait_events(
+            lambda events: (
+                {"name": "channel_vacated", "channel": "metered"} in events
+                and {"name": "channel_occupied", "channel": "metered"} in events
+            )
+        )
+        samples = settle(
+            server,
+            {
+                "switchboard_webhook_events_sent_total": 2,
+                "switchboard_webhook_retries_total": 2,
+                "switchboard_webhook_events_failed_total": 0,
+                "switchboard_webhook_events_dropped_total": 0,
+                'switchboard_connections_closed_total{code="1000"}': 1,
+            },
+        )
+        # The hub's total of closed connections is the labelled metric's sum, under no other name.
+        closed = server.api("GET", "/api/stats")[1]["counters"]["connections_closed"]
+        by_code = [value for name, value in samples.items() if name.startswith("switchboard_connections_closed_total{")]
+        assert sum(by_code) == closed == 1
+    finally:
+        deployment.stop()
 
 
 def test_metrics_need_the_api_key(start_server):

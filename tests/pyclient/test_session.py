@@ -14,6 +14,7 @@ from switchboard_client import (
     RecoveryError,
     UnauthorizedError,
 )
+from websockets.exceptions import ConnectionClosed
 
 from tests.integration.servers import API_KEY
 from tests.pyclient.proxy import CuttingProxy
@@ -157,12 +158,20 @@ def test_a_token_about_to_expire_is_refreshed_on_the_same_connection(start_serve
 
     with flavour.connect(server.ws_url + "/ws", token) as client:
         subscription = client.subscribe("room")
-        # The first token has run out and the server's next check has passed: there is no event
-        # to wait for when all goes well (the connection simply stays), so wait for the clock.
-        time.sleep(max(0.0, calls[0] + 3 + 2.5 - time.time()))
+        # A witness whose token runs out no sooner than the client's first one, and is never
+        # refreshed: the server's pass over its connections that closes the witness also found the
+        # client's first token run out, so the client, unless refreshed, was closed no later.
+        witness = server.client(token=server.token("witness", ttl=3))
+        frames = [witness.next_push("token_expiring")]
+        with pytest.raises(ConnectionClosed):
+            while True:
+                frames.append(witness.recv(timeout=30))
+        assert (frames[-1]["type"], frames[-1]["message"]) == ("error", "token expired")
         client.publish("room", "still here")
         assert subscription.recv(10).data == "still here"
-        assert len(calls) == 2, "refreshed once, never reconnected"
+        counters = server.api("GET", "/api/stats")[1]["counters"]
+        assert (counters.get("in_refresh"), counters["connections_opened"]) == (1, 2), "refreshed, never reconnected"
+        assert len(calls) == 2
 
 
 def test_a_token_that_cannot_be_renewed_ends_the_client_with_unauthorized(start_server, flavour):

@@ -42,6 +42,8 @@ CACHE_SIZE = 512
 # The arguments that say where a subscription resumes: they differ per subscriber, the rest of a
 # prepared subscription does not.
 RESUME_ARGUMENTS = ("since", "epoch")
+# `extensions.code` of a syntax error, or of a document over the parser's token bound.
+PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,8 @@ class Documents:
         try:
             node = parse(query, max_tokens=MAX_TOKENS)
         except GraphQLError as syntax:
+            # The code clients already know from Apollo Server for a document that does not parse.
+            syntax.extensions = {**(syntax.extensions or {}), "code": PARSE_FAILED}
             return Document(None, [syntax])
         errors = validate(self._schema, node, self._rules)
         if errors:

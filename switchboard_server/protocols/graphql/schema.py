@@ -1,6 +1,6 @@
 """The GraphQL schema over the hub: its SDL and the resolvers, each one hub operation.
 
-Resolvers check the same grants as the native protocol (hub/access.py) and raise the native
+Resolvers check the same grants as the native protocol (core/access.py) and raise the native
 error codes, which reach clients as `extensions.code`. The subscription fields do not iterate
 anything themselves: their `subscribe` resolvers only read and check the arguments and name the
 hub stream to join (`Source`); the session subscribes through the hub, and each event is then

@@ -2,5 +2,5 @@
 
 apps.py (configuration, channel namespaces), signing.py (channel auth and request signatures),
 codec.py (frames), session.py (connections), webhooks.py (the dispatcher), service.py (all of it
-for one hub). No Flask here: handlers/pusher.py is the thin route. See docs/pusher.md.
+for one hub). No Flask here: routes/pusher.py is the thin route. See docs/pusher.md.
 """

@@ -1,6 +1,6 @@
 """Pusher webhooks: what the brokers and client events report, POSTed to each app's URL in batches.
 
-The dispatcher is a BrokerObserver (hub/brokers/base.py): the brokers tell exactly one worker of a
+The dispatcher is a BrokerObserver (brokers/base.py): the brokers tell exactly one worker of a
 cluster that a channel was occupied or vacated, or that a member was added or removed (also when a
 dead worker's reaping removed them), so each occurrence becomes one webhook event, sent from that
 worker; `client_event`s are reported by the session that received them. A worker killed before it
@@ -164,9 +164,9 @@ class WebhookDispatcher:
             if problem is None:
                 self.counters["webhooks_sent"] += len(batch)
                 return
-            self.counters["webhooks_retried"] += 1
             log.warning("webhook for app %s failed (attempt %d of %d): %s", app.id, attempt, ATTEMPTS, problem)
             if attempt < ATTEMPTS:
+                self.counters["webhooks_retried"] += 1
                 gevent.sleep(retry_delay(attempt))
         self.counters["webhooks_failed"] += len(batch)
         log.error("gave up a webhook of %d events for app %s after %d attempts", len(batch), app.id, ATTEMPTS)
