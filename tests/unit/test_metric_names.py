@@ -12,8 +12,8 @@ import pytest
 from prometheus_client import generate_latest
 
 from switchboard_server.core.config import Config
-from switchboard_server.core.hub import Hub
-from switchboard_server.ops.metrics import LABELLED, SUMMED, Recorder, UnknownCounter, metric_of
+from switchboard_server.ops.metrics import LABELLED, SUMMED, UnknownCounter, metric_of
+from switchboard_server.state import SwitchboardState
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = [*sorted((ROOT / "switchboard_server").rglob("*.py")), *sorted((ROOT / "handlers").rglob("*.py"))]
@@ -65,8 +65,8 @@ def test_every_name_the_code_counts_under_feeds_a_metric():
 
 
 def test_a_name_no_metric_takes_is_logged_as_an_error_and_the_rest_still_count(caplog):
-    hub = Hub(Config(rate_messages=0))
-    recorder = Recorder(hub)
+    state = SwitchboardState(Config(rate_messages=0))
+    hub, recorder = state.hub, state.recorder
     hub.counters["made_up_name"] += 1
     hub.counters["webhooks_retried"] += 2
     hub.counters["connections_closed"] += 1
