@@ -281,7 +281,7 @@ class Ctx:
         return left
 
     def lg(self, deflate: bool = False) -> LoadGen:
-        gen = LoadGen(self.server.port, self.peer.dialect, deflate=deflate)
+        gen = LoadGen(self.server.port, self.peer.dialect, deflate=deflate, prefix=self.peer.path_prefix)
         self.gens.append(gen)
         return gen
 

@@ -206,13 +206,17 @@ class OpenResult:
 class LoadGen:
     """Connections to one server, in one epoll set. Single-threaded; not thread-safe."""
 
-    def __init__(self, port: int, dialect: str = "json", host: str = "127.0.0.1", deflate: bool = False) -> None:
+    def __init__(
+        self, port: int, dialect: str = "json", host: str = "127.0.0.1", deflate: bool = False, prefix: str = ""
+    ) -> None:
         if dialect not in ("json", "socketio", "graphql", "pusher"):
             raise ValueError(f"unknown dialect {dialect!r}")
         self.addr = (host, port)
         self.host = host
         self.port = port
         self.dialect = dialect
+        # Where a server mounts its WebSocket routes (Switchboard as an extension under a URL prefix).
+        self.path_prefix = prefix
         self.t_re = PUSHER_T_RE if dialect == "pusher" else T_RE
         self._pusher_greeting = False
         self.offer_deflate = deflate
@@ -331,7 +335,7 @@ class LoadGen:
             return pusher_path(role)
         if self.dialect == "socketio":
             return "/socket.io/?EIO=4&transport=websocket"
-        return "/ws/echo" if echo else "/ws"
+        return self.path_prefix + ("/ws/echo" if echo else "/ws")
 
     def _request(self, path: str) -> bytes:
         return handshake_request(self.host, self.port, path, self.offer_deflate)

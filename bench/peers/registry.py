@@ -25,6 +25,7 @@ class Peer:
     dialect: "json", "socketio", "graphql" or "pusher" (bench/PROTOCOL.md).
     ready_path: a WebSocket path (with query, if any); the peer is up once a WebSocket
     handshake to ws://127.0.0.1:PORT<ready_path> succeeds.
+    path_prefix: where the json dialect's /ws and /ws/echo are mounted (an extension's URL prefix).
     """
 
     name: str
@@ -32,6 +33,7 @@ class Peer:
     env: dict[str, str] = field(default_factory=dict)
     dialect: str = "json"
     ready_path: str = "/ws/echo"
+    path_prefix: str = ""
 
 
 def _gunicorn(worker: str, target: str) -> list[str]:
@@ -85,6 +87,15 @@ PEERS: dict[str, Peer] = {
                 "SWITCHBOARD_PUSHER_APPS": "1:bench:bench-secret",
             },
             dialect="pusher",
+        ),
+        Peer(
+            "switchboard-extension",
+            # Switchboard mounted on a host Flask app under /rt, as a team adopts it: the same
+            # engine and settings as "switchboard", its routes (and the fast path) under a prefix.
+            [GUNICORN, "-c", "gunicorn.conf.py", "bench.peers.switchboard_extension:create_app()"],
+            env={"PORT": "{port}", "SWITCHBOARD_RATE_MESSAGES": "0", "SWITCHBOARD_LOG_LEVEL": "warning"},
+            ready_path="/rt/ws/echo",
+            path_prefix="/rt",
         ),
         Peer("switchboard-redis", [PYTHON, "-m", "bench.peers.switchboard_redis", "{port}"]),
         Peer("websockets", [PYTHON, "-m", "bench.peers.websockets_server", "{port}"]),
