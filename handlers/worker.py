@@ -54,7 +54,7 @@ class Worker(GeventWorker):
             super().handle(listener, client, addr)
 
     def handle_request(self, listener_name, req, sock, addr) -> None:
-        """Answer one request of a connection; then, unless it is done, yield to every other.
+        """Answer one request of a keep-alive connection, then yield before reading the next.
 
         The yield is what makes a pipelining client share the worker: without it the next
         buffered request is parsed and answered at once, and nothing else runs meanwhile.
@@ -148,11 +148,13 @@ def close_lingering(sock) -> None:
 
     A socket closed with unread input (the rest of a refused body, pipelined requests) answers
     with a reset, which can destroy the response the client has not read yet. The bounds are
-    the WebSocket connections' own (hub/connection.py). A socket a route took over is no
-    longer this one's (its descriptor was detached): the shutdown fails and nothing is read.
+    the WebSocket connections' own (hub/connection.py).
     """
+    # Imported here for the reason FastPath imports the routes late: the master imports this module.
     from hub.connection import LINGER_BYTES, LINGER_TIME, RECV_SIZE
 
+    if sock.fileno() < 0:
+        return  # a route took the socket over: its descriptor is the hub's now
     try:
         sock.shutdown(socket.SHUT_WR)
     except OSError:
