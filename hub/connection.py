@@ -56,7 +56,7 @@ CLOSE_TIMEOUT = 5.0
 # drops what it read once the write fails), so the peer's write in progress has to be let
 # through: the size covers a client writing a 20 MiB message in one go, 512 of the default
 # limit's. It costs one reused 64 KiB buffer and a yield per read, so a peer streaming garbage
-# gets no more than any other connection; the time is gunicorn's own for a graceful close.
+# gets no more than any other connection; the time is Gunicorn's own for a graceful close.
 LINGER_TIME = 2.0
 LINGER_BYTES = 32 << 20
 # Latency samples kept until the metrics read them (about once a second); later ones are skipped.
