@@ -35,7 +35,7 @@ def _json(value: object, status: int = 200) -> Response:
 
 
 def _body() -> dict:
-    """The request's JSON object; bodies over the limit without a length are cut by Flask (413)."""
+    """The request's JSON object; a chunked body over the limit was refused before (errors.py)."""
     limit = current_hub().config.max_message_size
     if (request.content_length or 0) > limit:
         raise ProtocolError("too_large", f"body larger than {limit} bytes")

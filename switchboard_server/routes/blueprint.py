@@ -12,6 +12,7 @@ from typing import Any
 from flask import Blueprint, current_app, request
 
 from switchboard_server.routes import errors
+from switchboard_server.routes.bodies import read_unsized_body
 
 
 def blueprint(name: str, import_name: str, **options: Any) -> Blueprint:
@@ -25,5 +26,6 @@ def blueprint(name: str, import_name: str, **options: Any) -> Blueprint:
 def _before_request() -> None:
     state = current_app.extensions["switchboard"]
     request.max_content_length = state.config.max_message_size
+    read_unsized_body()
     if state.recorder is not None:
         state.recorder.start()

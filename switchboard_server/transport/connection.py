@@ -48,6 +48,15 @@ log = logging.getLogger("switchboard.connection")
 RECV_SIZE = 65536
 # How long a closing connection waits for the peer's close frame or a stuck write.
 CLOSE_TIMEOUT = 5.0
+# A lingering close (see `_linger`): how long and how much input is read and dropped, at most,
+# after a close frame the server sent while the peer was still sending. Some clients read only
+# when their write is done (the `websockets` sync client holds its lock for a whole message, and
+# drops what it read once the write fails), so the peer's write in progress has to be let
+# through: the size covers a client writing a 20 MiB message in one go, 512 of the default
+# limit's. It costs one reused 64 KiB buffer and a yield per read, so a peer streaming garbage
+# gets no more than any other connection; the time is Gunicorn's own for a graceful close.
+LINGER_TIME = 2.0
+LINGER_BYTES = 32 << 20
 # Latency samples kept until the metrics read them (about once a second); later ones are skipped.
 MAX_LATENCY_SAMPLES = 1000
 
@@ -287,22 +296,27 @@ class Connection:
         on_messages: Callable[[Connection, list[tuple[int, bytes]]], None],
         on_close: Callable[[Connection], None],
     ) -> None:
-        """The reader: runs in this connection's greenlet until the socket is done, then closes it."""
+        """The reader: runs in this connection's greenlet until the socket is done, then closes it.
+
+        A socket error ends the read loop as the peer's EOF does; anything raised past it, an
+        OSError from a protocol callback included, is a bug of this connection: logged, 1011.
+        """
+        unread = False  # the peer may still be sending: the close lingers
         try:
             self._read_loop(parser, on_messages)
         except FrameError as error:
             self.close(error.code, error.reason)
-        except OSError:
-            pass
+            unread = True
         except Exception:  # a bug must cost this connection only, never the worker
             log.exception("connection %s failed", self.id)
             self.close(CLOSE_INTERNAL_ERROR, "internal error")
+            unread = True
         finally:
             try:
                 on_close(self)
             except Exception:
                 log.exception("cleanup of connection %s failed", self.id)
-            self._finish()
+            self._finish(unread)
 
     def _read_loop(
         self, parser: FrameParser, on_messages: Callable[[Connection, list[tuple[int, bytes]]], None]
@@ -317,6 +331,8 @@ class Connection:
                 data = recv(RECV_SIZE)
             except BlockingIOError:
                 data = None
+            except OSError:  # reset by the peer, or cut by `abort`: the end, as an EOF is
+                return
             if data is None:
                 # Parked on the watcher directly, outside the except clause: the exception and
                 # its traceback would stay alive for as long as the connection is idle, and
@@ -351,8 +367,9 @@ class Connection:
             if messages and not self.closing:
                 on_messages(self, messages)
 
-    def _finish(self) -> None:
-        """Let the writer send the close frame, then release the socket."""
+    def _finish(self, unread: bool = False) -> None:
+        """Let the writer send the close frame, then release the socket: lingering if `unread`
+        input may still be on its way, so the close frame is not destroyed by a reset."""
         if not self.closing:
             self.closing = True
         writer = self._writer
@@ -361,10 +378,42 @@ class Connection:
         if self._writer is not None:
             # Still stuck: stop it waiting on a descriptor about to be closed.
             self._writer.kill(timeout=1)
+        elif unread and not self.closed:
+            self._linger()
         self.closed = True
         if self._deadline is not None:
             self._deadline.stop()
         self._raw.close()
+
+    def _linger(self) -> None:
+        """Half-close, then read and drop input until the peer's EOF, LINGER_BYTES or LINGER_TIME.
+
+        Closing a socket with unread input makes the kernel answer with a reset, and a peer
+        that gets the reset before it read the close frame never sees it (nginx's lingering
+        close, for the same reason). The shutdown sends FIN after the close frame, so a peer
+        that reads learns at once that nothing more will come.
+        """
+        raw = self._raw
+        try:
+            raw.shutdown(socket.SHUT_WR)
+        except OSError:
+            return
+        buffer = bytearray(RECV_SIZE)
+        left = LINGER_BYTES
+        hub = gevent.get_hub()
+        with gevent.Timeout(LINGER_TIME, False):
+            while left > 0:
+                try:
+                    size = raw.recv_into(buffer)
+                except BlockingIOError:
+                    hub.wait(self._readable)
+                    continue
+                except OSError:
+                    return
+                if not size:
+                    return
+                left -= size
+                gevent.sleep(0)  # a peer that always has more must not hold the worker
 
     def start(self, run: Callable[[Connection], None]) -> None:
         """Run `run(self)` (a session's serve) as this connection's reader greenlet."""

@@ -72,11 +72,21 @@ def on_starting(server):
     # start, unless the operator names one, which is emptied as prometheus-client asks.
     named = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if named:
-        for stale in Path(named).glob("*.db"):
-            stale.unlink()
+        _prepare_metrics_dir(Path(named))
     else:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="switchboard-metrics-")
         _made_metrics_dir.append(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+
+
+def _prepare_metrics_dir(directory: Path) -> None:
+    """Make the operator's metrics directory if it is not there yet (a worker would fail to boot
+    without it), and empty it; refuse to start, saying why, if neither can be done."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob("*.db"):
+            stale.unlink()
+    except OSError as error:
+        sys.exit(f"Switchboard: PROMETHEUS_MULTIPROC_DIR={directory} cannot be used for metrics: {error}")
 
 
 def child_exit(server, worker):

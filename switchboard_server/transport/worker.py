@@ -13,6 +13,13 @@ when they are a whole `GET` upgrade on one of the paths the app's Switchboard li
 the hub as the route does (`adopt`). Everything else (other paths, every refusal, a
 request not yet whole, TLS, the metrics address) is left unread for Gunicorn and Flask, which
 answer it exactly as they would without this worker: the Flask routes stay the public face.
+
+It also keeps one HTTP connection from holding the worker, which Gunicorn's own does not: its
+keep-alive loop reads the next request without yielding while one is buffered, so a client
+pipelining thousands of requests on one connection had every WebSocket of the worker wait until
+the last was answered. This worker yields after each request, drops at most UNREAD_BODY of a
+body the route did not read (Gunicorn would read all of it, however long) and closes a
+connection it will not serve further lingering, so the last response is not lost to a reset.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from urllib.parse import parse_qsl
 import gevent
 from gunicorn.workers.ggevent import GeventWorker
 
+from switchboard_server.transport.connection import LINGER_BYTES, LINGER_TIME, RECV_SIZE
 from switchboard_server.transport.handshake import Refusal, adopt, check_upgrade, switching_protocols
 
 # A handshake's request head is a few hundred bytes; one this long is not a browser's.
@@ -33,6 +41,9 @@ MAX_HEAD = 8192
 # queue overflows, and a client whose first packets were dropped resends them on TCP's backoff,
 # seconds after the connection was accepted; closing it then refuses a client that is on its way.
 FIRST_REQUEST_WAIT = 10.0
+# What is read and dropped of a body a route left unread (a refused one) before the next request
+# on the connection; a longer rest closes it, within keepalive seconds like a request's head.
+UNREAD_BODY = 65536
 
 
 class Worker(GeventWorker):
@@ -58,6 +69,33 @@ class Worker(GeventWorker):
             client.close()  # nothing arrived in time
         elif not taken:
             super().handle(listener, client, addr)
+
+    def handle_request(self, listener_name, req, sock, addr) -> None:
+        """Answer one request of a keep-alive connection, then yield before reading the next.
+
+        The yield is what makes a pipelining client share the worker: without it the next
+        buffered request is parsed and answered at once, and nothing else runs meanwhile.
+        """
+        try:
+            super().handle_request(listener_name, req, sock, addr)
+        except StopIteration:  # the response closes the connection, or a route took the socket
+            close_lingering(sock)
+            raise
+        if not self._drop_unread_body(req):
+            close_lingering(sock)
+            raise StopIteration()
+        gevent.sleep(0)
+
+    def _drop_unread_body(self, req) -> bool:
+        """Read what the route left of the request's body: True if it all came, within bounds."""
+        left = UNREAD_BODY
+        with gevent.Timeout(self.cfg.keepalive, False):
+            while left >= 0:
+                data = req.body.read(min(left + 1, 8192))
+                if not data:
+                    return True
+                left -= len(data)
+        return False
 
 
 def _switchboard(app):
@@ -125,6 +163,33 @@ class FastPath:
                 self._metrics_port is None or listener.getsockname()[1] != self._metrics_port
             )
         return plain
+
+
+def close_lingering(sock) -> None:
+    """Half-close, then read and drop the client's input for a while before Gunicorn closes it.
+
+    A socket closed with unread input (the rest of a refused body, pipelined requests) answers
+    with a reset, which can destroy the response the client has not read yet. The bounds are
+    the WebSocket connections' own (transport/connection.py).
+    """
+    if sock.fileno() < 0:
+        return  # a route took the socket over: its descriptor is the hub's now
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        return
+    buffer = bytearray(RECV_SIZE)
+    left = LINGER_BYTES
+    with gevent.Timeout(LINGER_TIME, False):
+        while left > 0:
+            try:
+                size = sock.recv_into(buffer)
+            except OSError:
+                return
+            if not size:
+                return
+            left -= size
+            gevent.sleep(0)  # a client that always has more must not hold the worker
 
 
 def _parse_head(data: bytes, paths: Collection[str]) -> tuple[str, str, dict[str, str], int] | None:

@@ -12,7 +12,7 @@ the operation id as their key, so the hub's own limits and presence apply to eac
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import gevent
 import orjson
@@ -60,11 +60,14 @@ class GraphQLSession(Session):
         self._header_token = header_token
         self._initialised = False
         self._acknowledged = False
-        self._timer: gevent.Greenlet | None = None
+        # The init timeout: a loop timer, as a closing connection's deadline is, not a greenlet
+        # per connection; stopped when connection_init comes or the connection closes.
+        self._timer: Any = None
 
     def serve(self, conn: Connection) -> None:
         """Wait for `connection_init`, then run the connection (in its own greenlet)."""
-        self._timer = gevent.spawn_later(self.hub.config.graphql_init_timeout, self._init_timeout, conn)
+        self._timer = gevent.get_hub().loop.timer(self.hub.config.graphql_init_timeout)
+        self._timer.start(self._init_timeout, conn)
         self.hub.serve(conn, self)
 
     def refuse_subprotocol(self, conn: Connection) -> None:
@@ -73,6 +76,7 @@ class GraphQLSession(Session):
         self.hub.serve(conn, self)
 
     def _init_timeout(self, conn: Connection) -> None:
+        """Runs in the event loop's own greenlet: it may queue a close frame, never wait."""
         self._timer = None
         if not self._initialised:
             self.counters["refused_graphql_init_timeout"] += 1
@@ -113,7 +117,7 @@ class GraphQLSession(Session):
 
     def _stop_timer(self) -> None:
         if self._timer is not None:
-            self._timer.kill(block=False)
+            self._timer.stop()
             self._timer = None
 
     # -- messages --------------------------------------------------------------------------
