@@ -38,9 +38,9 @@ def create_app(config: Config | Mapping[str, Any] | None = None, static_folder: 
 
 
 def _metrics_address_serves_metrics_only() -> None:
-    """With SWITCHBOARD_METRICS=host:port, that address answers /metrics and nothing else, and
-    /metrics is not answered anywhere else."""
+    """With SWITCHBOARD_METRICS=host:port, that address answers /metrics and nothing else (the
+    metrics route itself refuses to answer anywhere else)."""
     metrics = current_app.extensions["switchboard"].config.metrics
     on_metrics_address = request.environ.get("SERVER_PORT") == metrics.rpartition(":")[2]
-    if on_metrics_address != (request.path == "/metrics"):
+    if on_metrics_address and request.path != "/metrics":
         raise ProtocolError("not_found", "not here: /metrics has an address of its own (SWITCHBOARD_METRICS)")

@@ -1,6 +1,6 @@
 """Configuration, read once from `SWITCHBOARD_*` environment variables.
 
-Everything tunable lives here so the README can document it in one table; the rest of the code
+Everything tunable lives here so docs/configuration.md can document it in one table; the rest of the code
 takes a `Config` and never reads the environment itself.
 """
 

@@ -8,7 +8,7 @@ it asks for the API key and polls GET /stats.json with it.
 
 from __future__ import annotations
 
-from flask import Response, jsonify, send_from_directory
+from flask import Response, jsonify, request, send_from_directory
 
 from switchboard_server.core.errors import ProtocolError
 from switchboard_server.ops.metrics import Recorder
@@ -31,6 +31,9 @@ def metrics():
         raise ProtocolError("not_found", "metrics are off: set SWITCHBOARD_METRICS=api or host:port")
     if setting == "api":
         require_api_key()
+    elif request.environ.get("SERVER_PORT") != setting.rpartition(":")[2]:
+        # Served without a key only on its own address, which only Gunicorn's bind opens.
+        raise ProtocolError("not_found", "not here: /metrics has an address of its own (SWITCHBOARD_METRICS)")
     body, content_type = _recorder().exposition()
     return Response(body, content_type=content_type)
 
