@@ -6,7 +6,7 @@ PORT ?= 8000
 
 .PHONY: run test lint bench clean system-deps
 
-$(BIN)/activate: requirements.txt requirements-dev.txt bench/requirements.txt client/pyproject.toml
+$(BIN)/activate: requirements.txt requirements-dev.txt bench/requirements.txt pyproject.toml client/pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (or run: make PYTHON=python3 ...)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
