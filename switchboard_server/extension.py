@@ -58,8 +58,9 @@ class Switchboard:
         self.api = api
         self._config = config
         self._settings = settings
-        # The app given here serves calls made outside any app context (a background greenlet).
-        self._app = app
+        # The app that serves calls made outside any app context (a background greenlet): the one
+        # given here, or the first init_app's.
+        self._app: Flask | None = None
         if app is not None:
             self.init_app(app)
 
@@ -81,6 +82,8 @@ class Switchboard:
         config = self.resolve_config(app)
         state = SwitchboardState(config, prefix, {"native", *self.protocols})
         app.extensions["switchboard"] = state
+        if self._app is None:
+            self._app = app  # a factory's app serves calls from outside any app context too
         for blueprint in blueprints:
             app.register_blueprint(blueprint, url_prefix=prefix + (blueprint.url_prefix or "") or None)
 
@@ -120,7 +123,8 @@ class Switchboard:
         return self.state().hub.presence(channel)
 
     def history(self, channel: str, since: int = 0, limit: int | None = None) -> tuple[str, int, list[Any]]:
-        """The channel's epoch, last offset, and the messages held after `since` (parsed)."""
+        """The channel's epoch, last offset, and the message pushes held after `since`, oldest first,
+        as dicts: `{"type": "message", "channel", "offset", "data", "from"}` (and `"event"`)."""
         epoch, last, messages = self.state().hub.history(channel, since, limit)
         return epoch, last, [orjson.loads(message) for message in messages]
 
