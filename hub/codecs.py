@@ -40,8 +40,14 @@ class Publication:
         return self._message
 
 
+# How a presence notice's payload starts (hub/commands.py `presence_notice_payload`, and the Redis
+# broker's scripts): `{"type":"presence","channel":C,"pushes":BOOL}`.
+NOTICE_PREFIX = b'{"type":"presence",'
+
+
 class Announcement:
-    """A member joining or leaving a channel: `payload` is the native `join`/`leave` push."""
+    """A member joining or leaving a channel: `payload` is the native `join`/`leave` push; or a
+    presence notice, that such pushes stop or resume on the channel (`is_notice`)."""
 
     __slots__ = ("channel", "payload", "skip", "_message")
 
@@ -51,6 +57,10 @@ class Announcement:
         # The connection whose subscription caused a join: it is not told about itself.
         self.skip = skip
         self._message: dict | None = None
+
+    @property
+    def is_notice(self) -> bool:
+        return self.payload.startswith(NOTICE_PREFIX)
 
     def message(self) -> dict:
         """`{"type":"join"|"leave","channel","member":{"user","info"}}`."""
@@ -63,7 +73,8 @@ class Codec(Protocol):
     """How one wire protocol (or one prepared GraphQL document) frames what a channel carries.
 
     Each returns what its subscribers' `enqueue` takes (for most, finished frame bytes), or None
-    when its subscribers do not get this kind of event at all.
+    when its subscribers do not get this kind of event at all. A codec is asked to frame presence
+    notices (`Announcement.is_notice`) only if it has a true `notices` attribute.
     """
 
     def message_frame(self, publication: Publication) -> Any: ...

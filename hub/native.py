@@ -11,7 +11,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from hub import commands
-from hub.channels import PRESENCE_PREFIX
+from hub.channels import PRESENCE_PREFIX, pushes_members
 from hub.codecs import Announcement, Publication
 from hub.commands import Command
 from hub.connection import Connection, check_text
@@ -29,8 +29,11 @@ class NativeCodec:
     """Frames for native subscribers: the broker's JSON as it is, join/leave on presence- only.
 
     Members are tracked on every channel, but join/leave are pushed only on `presence-` channels:
-    on a broadcast channel with N subscribers they would cost N^2 frames.
+    on a broadcast channel with N subscribers they would cost N^2 frames. Past the push limit
+    they stop there too, and the presence notices that say so are framed like them.
     """
+
+    notices = True
 
     def message_frame(self, publication: Publication) -> bytes:
         return encode_frame(publication.payload)
@@ -143,15 +146,28 @@ class NativeSession(Session):
             # Already live: everything since then has been delivered; just say where things stand.
             history = self.hub.broker.history(name, None)
             result = {"channel": name, "epoch": history.epoch, "offset": history.offset, "recovered": True}
-            conn.send(commands.reply_frame(command.id, result))
+            conn.send(commands.reply_frame(command.id, {**result, **self._presence_state(name)}))
             return
         if command.token is not None:
             conn.grants.add_channel(name, self.hub.tokens.verify_subscription(command.token, conn.user, name))
 
         def reply(result: dict) -> None:
-            conn.queue(commands.reply_frame(command.id, {"channel": name, **result}))
+            body = {"channel": name, **result, **self._presence_state(name)}
+            conn.queue(commands.reply_frame(command.id, body))
 
         self.hub.subscribe(conn, name, name, NATIVE, conn, command.since, command.epoch, reply)
+
+    def _presence_state(self, name: str) -> dict:
+        """For a `presence-` channel's subscribe reply: its member count, and whether join/leave
+        are pushed (past the push limit the client asks with `presence` instead). Nothing when
+        the broker cannot say: the reply must not fail on it."""
+        if not name.startswith(PRESENCE_PREFIX):
+            return {}
+        try:
+            members = self.hub.member_count(name)
+        except ProtocolError:
+            return {}
+        return {"members": members, "presence_pushes": pushes_members(members, self.hub.config.presence_push_limit)}
 
     def _on_refresh(self, conn: Connection, command: Command) -> None:
         """A fresh connection token for the same user, before the old one expires."""

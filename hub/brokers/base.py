@@ -115,10 +115,12 @@ class Broker(Protocol):
         """This worker has no subscribers left on `channel`."""
 
     def join(self, channel: str, member: dict, skip: str) -> None:
-        """A user's first connection on this worker joined; announce if it is new cluster-wide."""
+        """A user's first connection on this worker joined; announce if it is new cluster-wide
+        (the join, or the notice that pushes stop: `hub.channels.member_push`)."""
 
     def leave(self, channel: str, member: dict) -> None:
-        """A user's last connection on this worker left; announce if it was the last anywhere."""
+        """A user's last connection on this worker left; announce if it was the last anywhere
+        (the leave, or the notice that pushes resume: `hub.channels.member_push`)."""
 
     def count(self, channel: str) -> None:
         """The number of this worker's subscribers on `channel` changed (for `channel_counts`)."""
@@ -128,6 +130,9 @@ class Broker(Protocol):
 
     def members(self, channel: str) -> list[dict]:
         """Every member of the channel, whichever worker their connections are on."""
+
+    def member_count(self, channel: str) -> int:
+        """How many members the channel has, whichever worker their connections are on."""
 
     def maintain(self) -> None:
         """Periodic upkeep (expiry, heartbeats); called by the hub every few seconds."""

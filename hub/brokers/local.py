@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from hub import commands
 from hub.brokers.base import History, Observers, reaches_back
+from hub.channels import PUSH_CHANGE, PUSH_NOTICE, member_push
 from hub.config import Config
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ class LocalBroker:
         self._size = config.history_size
         self._ttl = config.history_ttl
         self._key_window = config.idempotency_window
+        self._push_limit = config.presence_push_limit
         self._rings: dict[str, _Ring] = {}
         self._hub: Hub | None = None
         self.observers = Observers()
@@ -96,12 +98,22 @@ class LocalBroker:
         """Nothing to do."""
 
     def join(self, channel: str, member: dict, skip: str) -> None:
-        self._hub.announce(channel, commands.member_payload("join", channel, member), skip)
+        # The hub counted the member in already.
+        self._announce("join", channel, member, self.member_count(channel), skip)
         self.observers.notify("member_added", channel, member)
 
     def leave(self, channel: str, member: dict) -> None:
-        self._hub.announce(channel, commands.member_payload("leave", channel, member), "")
+        # The hub took the member out already: the rule counts it in.
+        self._announce("leave", channel, member, self.member_count(channel) + 1, "")
         self.observers.notify("member_removed", channel, member)
+
+    def _announce(self, kind: str, channel: str, member: dict, members: int, skip: str) -> None:
+        """Push the join or leave, or the notice that pushes stop or resume (`member_push`)."""
+        push = member_push(members, self._push_limit)
+        if push == PUSH_CHANGE:
+            self._hub.announce(channel, commands.member_payload(kind, channel, member), skip)
+        elif push == PUSH_NOTICE:
+            self._hub.announce(channel, commands.presence_notice_payload(channel, kind == "leave"), skip)
 
     def count(self, channel: str) -> None:
         """The hub's own channels are the count; tell the observers when one gains its first live
@@ -121,6 +133,10 @@ class LocalBroker:
     def members(self, channel: str) -> list[dict]:
         local = self._hub.channels.get(channel)
         return local.member_list() if local else []
+
+    def member_count(self, channel: str) -> int:
+        local = self._hub.channels.get(channel)
+        return len(local.members) if local else 0
 
     def maintain(self) -> None:
         """Forget expired idempotency keys, and the history of channels nobody subscribes to once

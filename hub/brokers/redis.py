@@ -39,6 +39,7 @@ import gevent
 import orjson
 from gevent.event import Event
 
+from hub import commands
 from hub.brokers.base import BrokerUnavailable, History, Observers, reaches_back
 from hub.brokers.pipeline import Pipeline, Script
 from hub.config import Config
@@ -104,24 +105,39 @@ end
 return {meta[1], meta[2] or '0', entries}
 """)
 
-# KEYS: users, infos, worker set, pubsub channel. ARGV: user, info JSON, held entry, join JSON, skip.
+# Join/leave are published only while the channel has at most the push limit of members (with
+# the changing one counted in); crossing it publishes the notice instead (hub.channels.member_push).
+
+# KEYS: users, infos, worker set, pubsub channel.
+# ARGV: user, info JSON, held entry, join JSON, skip, push limit, notice JSON.
 _JOIN = Script("""
 if redis.call('SADD', KEYS[3], ARGV[3]) == 0 then return 0 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 if redis.call('HINCRBY', KEYS[1], ARGV[1], 1) == 1 then
-  redis.call('PUBLISH', KEYS[4], 'p' .. ARGV[5] .. ' ' .. ARGV[4])
+  local members, limit = redis.call('HLEN', KEYS[1]), tonumber(ARGV[6])
+  if members <= limit then
+    redis.call('PUBLISH', KEYS[4], 'p' .. ARGV[5] .. ' ' .. ARGV[4])
+  elseif members == limit + 1 and limit > 0 then
+    redis.call('PUBLISH', KEYS[4], 'p' .. ARGV[5] .. ' ' .. ARGV[7])
+  end
   return 1
 end
 return 0
 """)
 
-# KEYS: users, infos, worker set, pubsub channel. ARGV: user, held entry, leave JSON.
+# KEYS: users, infos, worker set, pubsub channel. ARGV: user, held entry, leave JSON, push limit,
+# notice JSON.
 _LEAVE = Script("""
 if redis.call('SREM', KEYS[3], ARGV[2]) == 0 then return 0 end
 if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then
   redis.call('HDEL', KEYS[1], ARGV[1])
   redis.call('HDEL', KEYS[2], ARGV[1])
-  redis.call('PUBLISH', KEYS[4], 'p ' .. ARGV[3])
+  local members, limit = redis.call('HLEN', KEYS[1]) + 1, tonumber(ARGV[4])
+  if members <= limit then
+    redis.call('PUBLISH', KEYS[4], 'p ' .. ARGV[3])
+  elseif members == limit + 1 and limit > 0 then
+    redis.call('PUBLISH', KEYS[4], 'p ' .. ARGV[5])
+  end
   return 1
 end
 return 0
@@ -140,13 +156,14 @@ if redis.call('SREM', KEYS[2], ARGV[3]) == 1 and redis.call('SCARD', KEYS[2]) ==
 return 0
 """)
 
-# KEYS: workers, the dead worker's set and counts. ARGV: worker id. Only the first reaper gets past
+# KEYS: workers, the dead worker's set and counts. ARGV: worker id, push limit. Only the first reaper gets past
 # ZREM. Returns nil, or {entries held, {channel, user, info JSON, ...} of the members who left,
 # {channel, ...} the channels it was the last occupant of}.
 _REAP = Script("""
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return false end
 local held = redis.call('SMEMBERS', KEYS[2])
 local removed, vacated = {}, {}
+local limit = tonumber(ARGV[2])
 for _, entry in ipairs(held) do
   local sep = string.find(entry, '\\0', 1, true)
   local channel = string.sub(entry, 1, sep - 1)
@@ -157,9 +174,15 @@ for _, entry in ipairs(held) do
     local info = redis.call('HGET', infos, user) or 'null'
     redis.call('HDEL', users, user)
     redis.call('HDEL', infos, user)
-    local leave = '{"type":"leave","channel":' .. cjson.encode(channel) ..
-      ',"member":{"user":' .. cjson.encode(user) .. ',"info":' .. info .. '}}'
-    redis.call('PUBLISH', 'sb:{' .. channel .. '}', 'p ' .. leave)
+    local members = redis.call('HLEN', users) + 1
+    if members <= limit then
+      local leave = '{"type":"leave","channel":' .. cjson.encode(channel) ..
+        ',"member":{"user":' .. cjson.encode(user) .. ',"info":' .. info .. '}}'
+      redis.call('PUBLISH', 'sb:{' .. channel .. '}', 'p ' .. leave)
+    elseif members == limit + 1 and limit > 0 then
+      local notice = '{"type":"presence","channel":' .. cjson.encode(channel) .. ',"pushes":true}'
+      redis.call('PUBLISH', 'sb:{' .. channel .. '}', 'p ' .. notice)
+    end
     table.insert(removed, channel)
     table.insert(removed, user)
     table.insert(removed, info)
@@ -191,6 +214,7 @@ class RedisBroker:
         self._history_size = config.history_size
         self._history_ttl = max(1, int(config.history_ttl))
         self._presence_ttl = config.presence_ttl
+        self._push_limit = config.presence_push_limit
         self._key_window = max(1, int(config.idempotency_window))
         self.worker = os.urandom(6).hex()
         # Fail fast: a publish during an outage should be refused now, not after long retries.
@@ -428,16 +452,19 @@ class RedisBroker:
 
     def _join_command(self, channel: str, member: dict, skip: str) -> tuple:
         user = member["user"]
-        payload = orjson.dumps({"type": "join", "channel": channel, "member": member})
+        payload = commands.member_payload("join", channel, member)
+        notice = commands.presence_notice_payload(channel, False)
         keys = [_key(channel, "u"), _key(channel, "i"), f"sb:w:{self.worker}", _pubsub_channel(channel)]
-        return _JOIN.command(keys, [user, orjson.dumps(member["info"]), f"{channel}\0{user}", payload, skip])
+        held = f"{channel}\0{user}"
+        return _JOIN.command(keys, [user, orjson.dumps(member["info"]), held, payload, skip, self._push_limit, notice])
 
     def leave(self, channel: str, member: dict) -> None:
         user = member["user"]
-        payload = orjson.dumps({"type": "leave", "channel": channel, "member": member})
+        payload = commands.member_payload("leave", channel, member)
+        notice = commands.presence_notice_payload(channel, True)
         keys = [_key(channel, "u"), _key(channel, "i"), f"sb:w:{self.worker}", _pubsub_channel(channel)]
         self._pipeline.send(
-            *_LEAVE.command(keys, [user, f"{channel}\0{user}", payload]),
+            *_LEAVE.command(keys, [user, f"{channel}\0{user}", payload, self._push_limit, notice]),
             then=self._notify_if("member_removed", channel, member),
         )
 
@@ -491,6 +518,13 @@ class RedisBroker:
             raise BrokerUnavailable(str(exc)) from None
         return [{"user": user.decode(), "info": orjson.loads(info)} for user, info in infos.items()]
 
+    def member_count(self, channel: str) -> int:
+        try:
+            return self._pipeline.execute("HLEN", _key(channel, "u"))
+        except _FAILURES as exc:
+            self._note_failure(exc)
+            raise BrokerUnavailable(str(exc)) from None
+
     def maintain(self) -> None:
         """Heartbeat every third of the TTL, and remove the members of workers that stopped."""
         if time.monotonic() - self._last_heartbeat >= self._presence_ttl / 3:
@@ -526,7 +560,7 @@ class RedisBroker:
             for worker in self.redis.zrangebyscore("sb:workers", "-inf", now - self._presence_ttl):
                 worker = worker.decode()
                 reaped = self._pipeline.execute(
-                    *_REAP.command(["sb:workers", f"sb:w:{worker}", f"sb:n:{worker}"], [worker])
+                    *_REAP.command(["sb:workers", f"sb:w:{worker}", f"sb:n:{worker}"], [worker, self._push_limit])
                 )
                 if reaped is not None:
                     log.info("removed the members of worker %s: no heartbeat for %.0f s", worker, self._presence_ttl)
