@@ -82,8 +82,7 @@ class Pipeline:
                     replies = self._round_trip([command for command, _ in batch])
                 except CONNECTION_FAILURES as exc:  # every command of the batch failed with it
                     replies = [exc] * len(batch)
-                except Exception as exc:  # a bug (say, an argument redis-py cannot send): not Redis
-                    log.exception("a Redis pipeline of %d commands failed", len(batch))
+                except Exception as exc:  # a bug (an argument redis-py cannot send): the batch's too
                     replies = [exc] * len(batch)
                 self._answer(batch, replies)
         finally:
