@@ -24,7 +24,7 @@ from gevent.hub import Waiter
 
 from hub import commands
 from hub.auth import Identity, TokenAuthority
-from hub.brokers import Broker, make_broker
+from hub.brokers import Broker, Gap, make_broker
 from hub.channels import Channel
 from hub.codecs import Announcement, Codec, Publication, Subscriber, Subscription
 from hub.commands import validate_channel
@@ -433,6 +433,24 @@ class Hub:
                     subscriber.enqueue(frame)
         for backlog in channel.catching_up.values():
             backlog.append(publication)
+
+    def messages_lost(self, gap: Gap) -> None:
+        """Messages of a channel never reached this worker (from the broker, before anything after
+        them): each local subscription on it is told, in its protocol's words. Most protocols end
+        the subscription, so that its client subscribes again from the last offset it has and the
+        usual recovery decides what can be replayed: nothing is skipped without a word."""
+        channel = self.channels.get(gap.channel)
+        if channel is None:
+            return
+        self.counters["message_gaps"] += 1
+        for subscribers in tuple(channel.codecs.values()):
+            for subscriber in tuple(subscribers):
+                conn = self.connections.get(subscriber.id)
+                if conn is None or conn.session is None:
+                    continue
+                for key, subscription in tuple(conn.subscriptions.items()):
+                    if subscription.subscriber is subscriber and subscription.channel == gap.channel:
+                        conn.session.messages_lost(conn, key, gap)
 
     def announce(self, name: str, payload: bytes, skip: str) -> None:
         """A join or leave, from the broker: framed once per codec that pushes it on this channel."""

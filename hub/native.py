@@ -20,6 +20,7 @@ from hub.frames import CLOSE_POLICY_VIOLATION, OP_TEXT, encode_frame
 from hub.session import Session
 
 if TYPE_CHECKING:
+    from hub.brokers.base import Gap
     from hub.hub import Hub
 
 log = logging.getLogger("switchboard.hub")
@@ -137,6 +138,15 @@ class NativeSession(Session):
         conn.queue(commands.error_frame(None, "unauthorized", "token expired"))
         self.counters["out_error"] += 1
         super().token_expired(conn)
+
+    def messages_lost(self, conn: Connection, key: object, gap: Gap) -> None:
+        """End the subscription with an `unrecoverable` error naming its channel: the client
+        subscribes again with `since` and `epoch`, and the reply's `recovered` says what could
+        be replayed, as after any reconnect."""
+        self.hub.unsubscribe(conn, key)
+        conn.enqueue(commands.unrecoverable_frame(gap.channel, gap.epoch, gap.offset))
+        self.counters["out_error"] += 1
+        self.counters["errors_unrecoverable"] += 1
 
     # -- commands --------------------------------------------------------------------------
 

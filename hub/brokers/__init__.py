@@ -8,7 +8,7 @@ the same calls, and the same tests run against both.
 
 from __future__ import annotations
 
-from hub.brokers.base import Broker, BrokerUnavailable, History
+from hub.brokers.base import Broker, BrokerUnavailable, Gap, History
 from hub.config import Config
 
 
@@ -23,4 +23,4 @@ def make_broker(config: Config) -> Broker:
     return LocalBroker(config)
 
 
-__all__ = ["Broker", "BrokerUnavailable", "History", "make_broker"]
+__all__ = ["Broker", "BrokerUnavailable", "Gap", "History", "make_broker"]

@@ -34,6 +34,19 @@ class History:
     complete: bool = True
 
 
+@dataclass(frozen=True)
+class Gap:
+    """Messages of `channel` that never reached this worker: those after `offset` of `epoch` (the
+    last one it delivered), up to where the channel stands now, in `current_epoch`. A different
+    `current_epoch` means the channel's history was lost (Redis came back without its data), so
+    the offsets after the gap start again."""
+
+    channel: str
+    epoch: str
+    offset: int
+    current_epoch: str
+
+
 def reaches_back(since: int, last: int, entries: list[tuple[int, bytes]]) -> bool:
     """Whether `entries` (what is held after `since`) cover everything after `since` up to `last`."""
     if since >= last:
@@ -83,7 +96,9 @@ class Observers:
 
 
 class Broker(Protocol):
-    """What the hub needs from a broker. Delivery comes back through `hub.deliver` and `hub.announce`.
+    """What the hub needs from a broker. Delivery comes back through `hub.deliver` and `hub.announce`;
+    a broker that finds it missed messages of a channel says so with `hub.messages_lost(gap)` before
+    delivering anything after them, so no subscriber sees offsets jump or restart unannounced.
 
     `observers` are told of cluster-wide occupancy and membership changes (BrokerObserver).
     """

@@ -28,6 +28,7 @@ from hub.pusher.signing import channel_auth_text, channel_auth_valid
 from hub.session import Session
 
 if TYPE_CHECKING:
+    from hub.brokers.base import Gap
     from hub.hub import Hub
     from hub.pusher.webhooks import WebhookDispatcher
 
@@ -81,6 +82,12 @@ class PusherSession(Session):
 
     def closed(self, conn: Connection) -> None:
         self.connections.discard(conn)
+
+    def messages_lost(self, conn: Connection, key: str, gap: Gap) -> None:
+        """Pusher has no recovery, so the subscription goes on; the channel gets the
+        `switchboard:unrecoverable` event, which clients may bind to (and reload what matters)."""
+        conn.enqueue(codec.messages_lost(key, gap.epoch, gap.offset))
+        self.counters["errors_pusher_unrecoverable"] += 1
 
     def going_away(self, conn: Connection) -> None:
         conn.queue(codec.error(CLOSE_GOING_AWAY, "server shutting down: reconnect"))
