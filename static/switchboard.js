@@ -173,6 +173,10 @@ class Client {
         this._settle(frame.id, null, frame.result);
         break;
       case "error": {
+        if (frame.id === null && frame.code === "unrecoverable" && frame.channel) {
+          this._messagesLost(frame.channel);
+          break;
+        }
         const error = new SwitchboardError(frame.code, frame.message);
         if (frame.id === null) this._emit("error", error);
         else this._settle(frame.id, error);
@@ -244,11 +248,12 @@ class Client {
 
   // -- commands --------------------------------------------------------------------------------
 
-  _command(message) {
+  /** Send a command; `onReply(result)`, if given, runs as the reply is read, before what follows it. */
+  _command(message, onReply = null) {
     if (this._closed) return Promise.reject(new SwitchboardError("closed", "the client was closed"));
     const id = this._nextId++;
     return new Promise((resolve, reject) => {
-      const command = { frame: JSON.stringify({ ...message, id }), sent: false, resolve, reject };
+      const command = { frame: JSON.stringify({ ...message, id }), sent: false, resolve, reject, onReply };
       command.timer = setTimeout(() => {
         const where = command.sent ? "sent, no reply" : "still waiting for a connection";
         this._settle(id, new SwitchboardError("timeout", `${message.type}: ${where} after ${this.options.timeout} ms`));
@@ -268,8 +273,12 @@ class Client {
     if (!command) return; // a reply after its timeout, or to our own ping
     this._pending.delete(id);
     clearTimeout(command.timer);
-    if (error) command.reject(error);
-    else command.resolve(result);
+    if (error) {
+      command.reject(error);
+      return;
+    }
+    command.onReply?.(result);
+    command.resolve(result);
   }
 
   _failPending(which, code, message) {
@@ -287,24 +296,36 @@ class Client {
     if (entry.epoch !== null) command.epoch = entry.epoch;
     const current = () => this._channels.get(entry.name) === entry;
     entry.onServer = true;
-    let result;
+    // Taken as the reply is read, not when `await` resumes: the messages that follow it in the
+    // same read belong to its epoch, and the page must hear `recovered` before them.
+    const subscribed = (result) => {
+      if (!current()) return;
+      // Messages after `since` follow this reply and advance the offset. Without a `since`, or in a
+      // new epoch whose offsets restarted, the reply's offset is where this subscription begins.
+      if (entry.offset === null || (entry.epoch !== null && entry.epoch !== result.epoch)) entry.offset = result.offset;
+      entry.epoch = result.epoch;
+      entry.resolve(result);
+      this._emit("subscribed", { ...result, resumed });
+    };
     try {
-      result = await this._command(command);
+      await this._command(command, subscribed);
     } catch (error) {
       if (!current()) return;
       if (error.code === "disconnected") return; // subscribed again on reconnect
       this._channels.delete(entry.name);
       entry.reject(error);
       if (error.code !== "closed") this._emit("error", error);
-      return;
     }
-    if (!current()) return;
-    // Messages after `since` follow this reply and advance the offset. Without a `since`, or in a
-    // new epoch whose offsets restarted, the reply's offset is where this subscription begins.
-    if (entry.offset === null || (entry.epoch !== null && entry.epoch !== result.epoch)) entry.offset = result.offset;
-    entry.epoch = result.epoch;
-    entry.resolve(result);
-    this._emit("subscribed", { ...result, resumed });
+  }
+
+  /**
+   * The server lost messages of `name` on their way to it, and ended the subscription: subscribe
+   * again from the last offset seen, so that the "subscribed" event's `recovered` says whether the
+   * page must reload history, as after a reconnect.
+   */
+  _messagesLost(name) {
+    const entry = this._channels.get(name);
+    if (entry && entry.onServer) this._subscribeOnServer(entry);
   }
 
   _deliver(frame) {

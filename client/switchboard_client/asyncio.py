@@ -55,8 +55,9 @@ Token = str | Callable[[], str | Awaitable[str]] | None
 class connect:  # noqa: N801 (used like a function, as websockets' own connect)
     """`client = await connect(url, token)`, or `async with connect(url, token) as client:`.
 
-    `token` is a string, or a function returning one or an awaitable of one. Options as for the
-    sync `connect`: `timeout`, `open_timeout`, `min_delay`, `max_delay`.
+    `token` is a string, or a function returning one or an awaitable of one; an exception from it
+    closes the client and is raised from every waiting and later call, as in the sync client.
+    Options as for the sync `connect`: `timeout`, `open_timeout`, `min_delay`, `max_delay`.
     """
 
     def __init__(self, url: str, token: Token = None, **options: Any) -> None:
@@ -104,7 +105,7 @@ class Client:
         self._welcomed = asyncio.Event()  # set while connected, and once closed (to wake waiters)
         self._retry_in = 0.0
         self._closed = False
-        self._fatal: SwitchboardError | None = None
+        self._fatal: Exception | None = None
         self._last_failure: SwitchboardError | None = None
 
     @property
@@ -238,8 +239,9 @@ class Client:
                 if inspect.isawaitable(token):
                     token = await token
             except Exception as exc:
-                self._failed(ConnectionFailed(f"the token callable failed: {exc!r}"), retry=True)
-                continue
+                # The application's own code failed, not the network: every waiting call raises it.
+                self._shut(exc)
+                return
             try:
                 ws = await ws_connect(
                     connection_url(self.url, token),
@@ -339,7 +341,8 @@ class Client:
         if self._closed:
             raise ClientClosed("the client was closed")
 
-    def _shut(self, error: SwitchboardError) -> None:
+    def _shut(self, error: Exception) -> None:
+        """Close for good; waiting and later calls raise `error` (unless the caller closed)."""
         if self._closed:
             return
         self._closed = True

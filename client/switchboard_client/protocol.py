@@ -95,12 +95,12 @@ class Command:
         self.sent = False
         self.done = False
         self.result: Any = None
-        self.error: SwitchboardError | None = None
+        self.error: Exception | None = None
         self.key = key
         self.channel = channel
         self.waiter: Any = None
 
-    def settle(self, result: Any = None, error: SwitchboardError | None = None) -> None:
+    def settle(self, result: Any = None, error: Exception | None = None) -> None:
         self.done, self.result, self.error = True, result, error
 
 
@@ -127,7 +127,7 @@ class Channel:
         self.presence = presence
         self.token = token  # a subscription token, sent with every subscribe
         self.state = PENDING
-        self.error: SwitchboardError | None = None
+        self.error: Exception | None = None
         self.inbox: deque[Message | Join | Leave | RecoveryError] = deque()
         # The subscribe command on the current connection, until its reply.
         self.command: Command | None = None
@@ -311,7 +311,7 @@ class Session:
                 command.sent = False
         return settled
 
-    def close(self, error: SwitchboardError) -> list[Command | Channel]:
+    def close(self, error: Exception) -> list[Command | Channel]:
         """The client is done: fail every command and end every subscription with `error`."""
         self.connected = False
         self._outbox = []
@@ -375,6 +375,8 @@ class Session:
     def _answer(self, frame: dict) -> Event | None:
         command_id = frame.get("id")
         if command_id is None:
+            if frame.get("code") == "unrecoverable" and "channel" in frame:
+                return self._messages_lost(frame)
             if frame.get("code") == "rate_limited" and self._in_flight:
                 # Dropped before it was read, so without its id: the oldest command unanswered.
                 command = self._in_flight[0]
@@ -419,6 +421,24 @@ class Session:
         channel.epoch = epoch
         channel.state = LIVE
         return channel.delivered
+
+    def _messages_lost(self, frame: dict) -> None:
+        """The server lost messages of a channel on their way to it, and ended the subscription:
+        subscribe again from the last offset delivered, so that the reply's `recovered` decides,
+        as after a reconnect (held messages replayed, a RecoveryError for what is not)."""
+        channel = self.channels.get(frame["channel"])
+        if channel is None or channel.state != LIVE or channel.command is not None:
+            return None  # unsubscribed, or already subscribing again
+        if channel.offset is None:
+            # Waiting for held messages after a failed recovery: no position to resume from.
+            channel.inbox.append(
+                RecoveryError(
+                    channel.name, "messages were lost on their way to the server", None, channel.epoch,
+                    frame.get("epoch") or channel.epoch or "", frame.get("offset") or 0,
+                )
+            )  # fmt: skip
+        self._subscribe_on_server(channel)
+        return None
 
     def _subscribe_failed(self, command: Command, error: SwitchboardError) -> Event | None:
         channel = command.channel

@@ -58,7 +58,9 @@ def connect(url: str, token: Token = None, **options: Any) -> Client:
     """Connect to `url` (ws://host:port/ws) and return once the server has welcomed the client.
 
     `token` is a string, or a callable returning one, called before every connection attempt and
-    when the server says the token is about to expire. Options: `timeout` (30 s: for each command,
+    when the server says the token is about to expire. An exception from the callable before a
+    connection attempt closes the client and is raised from the call waiting for it (and from
+    every later one): retry inside the callable whatever should be retried. Options: `timeout` (30 s: for each command,
     and for this first connection), `open_timeout` (10 s per handshake), `min_delay` and
     `max_delay` (0.5 and 15 s: the reconnect backoff). A connection the server refuses for good
     (a bad token, a 403) raises its error; one that keeps failing for `timeout` raises the last
@@ -100,7 +102,7 @@ class Client:
         self._retry_at = 0.0  # no connection attempt before this (time.monotonic)
         self._interrupt = threading.Event()  # cuts a backoff wait short, on close
         self._closed = False
-        self._fatal: SwitchboardError | None = None
+        self._fatal: Exception | None = None
         self._last_failure: SwitchboardError | None = None
 
     @property
@@ -297,8 +299,9 @@ class Client:
         try:
             token = self._token() if callable(self._token) else self._token
         except Exception as exc:
-            self._failed(ConnectionFailed(f"the token callable failed: {exc!r}"), retry=True)
-            return
+            # The application's own code failed, not the network: retrying would hide the bug.
+            self._shut(exc)
+            raise
         try:
             ws = ws_connect(
                 connection_url(self.url, token),
@@ -387,7 +390,8 @@ class Client:
                 self._session.unsubscribe(channel)
                 self._flush()
 
-    def _shut(self, error: SwitchboardError) -> None:
+    def _shut(self, error: Exception) -> None:
+        """Close for good; waiting and later calls raise `error` (unless the caller closed)."""
         with self._lock:
             if self._closed:
                 return

@@ -12,6 +12,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from switchboard_server.core.codecs import Gap
 from switchboard_server.core.errors import ProtocolError
 
 log = logging.getLogger("switchboard.broker")
@@ -65,6 +66,13 @@ class Receiver(Protocol):
     def local_members(self, channel: str) -> list[dict]:
         """The members (`{"user", "info"}`) this worker's subscriptions make present on `channel`."""
 
+    def local_member_count(self, channel: str) -> int:
+        """How many members this worker's subscriptions make present on `channel`."""
+
+    def messages_lost(self, gap: Gap) -> None:
+        """Messages of `gap.channel` never reached this worker: tell its subscribers, before
+        anything published after them is delivered."""
+
     def broker_reconnected(self) -> None:
         """The broker is reachable again after an outage (counted for the metrics)."""
 
@@ -111,7 +119,9 @@ class Observers:
 
 
 class Broker(Protocol):
-    """What the hub needs from a broker. Delivery comes back through the `Receiver` it is attached to.
+    """What the hub needs from a broker. Delivery comes back through the `Receiver` it is attached
+    to; a broker that finds it missed messages of a channel says so with `messages_lost(gap)` before
+    delivering anything after them, so no subscriber sees offsets jump or restart unannounced.
 
     `observers` are told of cluster-wide occupancy and membership changes (BrokerObserver).
     """
@@ -143,10 +153,12 @@ class Broker(Protocol):
         """This worker has no subscribers left on `channel`."""
 
     def join(self, channel: str, member: dict, skip: str) -> None:
-        """A user's first connection on this worker joined; announce if it is new cluster-wide."""
+        """A user's first connection on this worker joined; announce if it is new cluster-wide
+        (the join, or the notice that pushes stop: `hub.channels.member_push`)."""
 
     def leave(self, channel: str, member: dict) -> None:
-        """A user's last connection on this worker left; announce if it was the last anywhere."""
+        """A user's last connection on this worker left; announce if it was the last anywhere
+        (the leave, or the notice that pushes resume: `hub.channels.member_push`)."""
 
     def count(self, channel: str) -> None:
         """The number of this worker's subscribers on `channel` changed (for `channel_counts`)."""
@@ -156,6 +168,9 @@ class Broker(Protocol):
 
     def members(self, channel: str) -> list[dict]:
         """Every member of the channel, whichever worker their connections are on."""
+
+    def member_count(self, channel: str) -> int:
+        """How many members the channel has, whichever worker their connections are on."""
 
     def maintain(self) -> None:
         """Periodic upkeep (expiry, heartbeats); called by the hub every few seconds."""

@@ -12,8 +12,9 @@ import time
 from collections import deque
 
 from switchboard_server.brokers.base import History, Observers, Receiver, reaches_back
+from switchboard_server.core.channels import PUSH_CHANGE, PUSH_NOTICE, member_push
 from switchboard_server.core.config import Config
-from switchboard_server.core.envelope import member_payload
+from switchboard_server.core.envelope import member_payload, presence_notice_payload
 
 
 class _Ring:
@@ -40,6 +41,7 @@ class LocalBroker:
         self._size = config.history_size
         self._ttl = config.history_ttl
         self._key_window = config.idempotency_window
+        self._push_limit = config.presence_push_limit
         self._rings: dict[str, _Ring] = {}
         self._receiver: Receiver | None = None
         self.observers = Observers()
@@ -92,12 +94,22 @@ class LocalBroker:
         """Nothing to do."""
 
     def join(self, channel: str, member: dict, skip: str) -> None:
-        self._receiver.announce(channel, member_payload("join", channel, member), skip)
+        # The hub counted the member in already.
+        self._announce("join", channel, member, self.member_count(channel), skip)
         self.observers.notify("member_added", channel, member)
 
     def leave(self, channel: str, member: dict) -> None:
-        self._receiver.announce(channel, member_payload("leave", channel, member), "")
+        # The hub took the member out already: the rule counts it in.
+        self._announce("leave", channel, member, self.member_count(channel) + 1, "")
         self.observers.notify("member_removed", channel, member)
+
+    def _announce(self, kind: str, channel: str, member: dict, members: int, skip: str) -> None:
+        """Push the join or leave, or the notice that pushes stop or resume (`member_push`)."""
+        push = member_push(members, self._push_limit)
+        if push == PUSH_CHANGE:
+            self._receiver.announce(channel, member_payload(kind, channel, member), skip)
+        elif push == PUSH_NOTICE:
+            self._receiver.announce(channel, presence_notice_payload(channel, kind == "leave"), skip)
 
     def count(self, channel: str) -> None:
         """The hub's own channels are the count; tell the observers when one gains its first live
@@ -115,6 +127,9 @@ class LocalBroker:
 
     def members(self, channel: str) -> list[dict]:
         return self._receiver.local_members(channel)
+
+    def member_count(self, channel: str) -> int:
+        return self._receiver.local_member_count(channel)
 
     def maintain(self) -> None:
         """Forget expired idempotency keys, and the history of channels nobody subscribes to once

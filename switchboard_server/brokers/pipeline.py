@@ -7,16 +7,27 @@ queued as a single pipeline, and whatever is queued while that round trip is out
 Order is kept (one pipeline at a time, commands as asked), so a greenlet's publish is stored before
 its next read, whoever else is writing. Lua scripts go by their SHA; after a Redis restart forgot
 them (NOSCRIPT), they are loaded and those commands sent again.
+
+Only a failed connection (`CONNECTION_FAILURES`) is the broker's business (`on_failure`, and
+`unavailable` for whoever waits). Anything else, an error reply or a bug, reaches whoever waits as
+that exception, and is logged with its traceback when nobody waits: never a network blip.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable
 
 import gevent
 import redis
 from gevent.event import AsyncResult
+
+log = logging.getLogger("switchboard.redis")
+
+# What says the connection to Redis failed (or Redis is still loading its data, a ConnectionError
+# too), rather than that a command was wrong.
+CONNECTION_FAILURES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
 class Script:
@@ -36,7 +47,7 @@ class Pipeline:
     def __init__(self, client: redis.Redis, scripts: list[Script], on_failure: Callable[[Exception], None]) -> None:
         self._client = client
         self._scripts = scripts
-        # Told of the failures of commands nobody waits for (`send`).
+        # Told when the connection failed under commands nobody waits for (`send`).
         self._on_failure = on_failure
         # Each command with where its reply goes: a waiting caller, a callback, or nowhere.
         self._queue: list[tuple[tuple, AsyncResult | Callable | None]] = []
@@ -54,7 +65,8 @@ class Pipeline:
 
     def send(self, *command, then: Callable[[object], None] | None = None) -> None:
         """Queue a command nobody waits for; `then(reply)` runs in the sender greenlet when it is
-        answered (so it must not block), and a failure goes to `on_failure`."""
+        answered (so it must not block). A failed connection goes to `on_failure`; any other
+        error is logged with its traceback."""
         self._queue_command(command, then)
 
     def _queue_command(self, command: tuple, result: AsyncResult | Callable | None) -> None:
@@ -68,20 +80,28 @@ class Pipeline:
                 batch, self._queue = self._queue, []
                 try:
                     replies = self._round_trip([command for command, _ in batch])
-                except Exception as exc:  # the connection failed: every command of the batch did
+                except CONNECTION_FAILURES as exc:  # every command of the batch failed with it
                     replies = [exc] * len(batch)
-                for (_, result), reply in zip(batch, replies, strict=True):
-                    if isinstance(result, AsyncResult):
-                        if isinstance(reply, Exception):
-                            result.set_exception(reply)
-                        else:
-                            result.set(reply)
-                    elif isinstance(reply, Exception):
-                        self._on_failure(reply)
-                    elif result is not None:
-                        result(reply)
+                except Exception as exc:  # a bug (an argument redis-py cannot send): the batch's too
+                    replies = [exc] * len(batch)
+                self._answer(batch, replies)
         finally:
             self._sender = None
+
+    def _answer(self, batch: list[tuple[tuple, AsyncResult | Callable | None]], replies: list) -> None:
+        """Hand each reply to whoever waits for it, or to its callback."""
+        for (command, result), reply in zip(batch, replies, strict=True):
+            if isinstance(result, AsyncResult):
+                if isinstance(reply, Exception):
+                    result.set_exception(reply)
+                else:
+                    result.set(reply)
+            elif isinstance(reply, CONNECTION_FAILURES):
+                self._on_failure(reply)
+            elif isinstance(reply, Exception):
+                log.error("redis refused %s", command[0], exc_info=reply)
+            elif result is not None:
+                result(reply)
 
     def _round_trip(self, commands: list[tuple]) -> list:
         replies = self._pipeline(commands)

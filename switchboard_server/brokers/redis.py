@@ -14,10 +14,15 @@
   reports each. Counts are written a moment after they change (one writer greenlet), so a
   subscription shorter than that write may leave no occupied/vacated trace at all.
 - Failures: the listener's lost connection marks the broker unavailable (`problem()`, shown on
-  /healthz); it reconnects with backoff and jitter, resubscribes, and re-registers this worker's
-  members; publishes meanwhile fail with `unavailable` rather than vanish. Pub/sub keeps nothing
-  for a listener that was away, so each channel is caught up from history once its SUBSCRIBE is
-  confirmed again. A single failed command is the caller's error, not a verdict on Redis.
+  /healthz); it reconnects with a short backoff and jitter (at once when a publish gets through),
+  resubscribes, and re-registers this worker's members; publishes meanwhile fail with
+  `unavailable` rather than vanish. Pub/sub keeps nothing for a listener that was away, so each
+  channel is caught up from history once its SUBSCRIBE is confirmed again. A single failed
+  command is the caller's error, not a verdict on Redis.
+- Gaps: when history no longer holds all that the listener missed, or the channel's epoch changed
+  (Redis came back without its data), or pub/sub brings an offset that does not follow the last
+  one, the hub is told (`Hub.messages_lost`) before anything after the gap is delivered: a
+  message is delivered, or its loss announced, never silently skipped.
 
 Keys (all prefixed `sb:`): `{C}:m` hash (epoch, offset), `{C}:s` stream (history), `{C}:k:<key>`
 string (the offset a publish with that idempotency key got, for the window), `{C}:u` hash
@@ -39,8 +44,10 @@ import orjson
 from gevent.event import Event
 
 from switchboard_server.brokers.base import BrokerUnavailable, History, Observers, Receiver, reaches_back
-from switchboard_server.brokers.pipeline import Pipeline, Script
+from switchboard_server.brokers.pipeline import CONNECTION_FAILURES, Pipeline, Script
+from switchboard_server.core.codecs import Gap
 from switchboard_server.core.config import Config
+from switchboard_server.core.envelope import member_payload, presence_notice_payload
 
 try:
     import redis
@@ -51,7 +58,7 @@ except ImportError as exc:  # depends on the install
 
 log = logging.getLogger("switchboard.redis")
 
-_FAILURES = (redis.ConnectionError, redis.TimeoutError, OSError)
+_FAILURES = CONNECTION_FAILURES
 _MAX_STREAM_ID = 2**64 - 1
 # What the count script's answer says happened to the channel cluster-wide.
 _OCCUPANCY = {1: "channel_occupied", -1: "channel_vacated"}
@@ -59,6 +66,12 @@ _OCCUPANCY = {1: "channel_occupied", -1: "channel_vacated"}
 REDIS_CONNECTIONS = 50
 _CONTROL = "sb:control"
 _CONNECTING = "connecting to redis"  # subscribed always, so the listener has a connection even with no channels
+# The listener's reconnect delays, in seconds: short, because what is published while it is away
+# comes back only from history, which holds the last SWITCHBOARD_HISTORY_SIZE messages per channel
+# (a busy channel's hundred can go by in a fraction of a second). A refused TCP connect a few
+# times a second per worker costs Redis nothing while it is down.
+_RECONNECT_FIRST = 0.05
+_RECONNECT_MAX = 0.25
 
 # KEYS: meta, stream, pubsub channel, idempotency key. ARGV: head, tail, history size, epoch if
 # new, ttl seconds, "1" when the publish has an idempotency key, the key's window in seconds,
@@ -100,24 +113,39 @@ end
 return {meta[1], meta[2] or '0', entries}
 """)
 
-# KEYS: users, infos, worker set, pubsub channel. ARGV: user, info JSON, held entry, join JSON, skip.
+# Join/leave are published only while the channel has at most the push limit of members (with
+# the changing one counted in); crossing it publishes the notice instead (hub.channels.member_push).
+
+# KEYS: users, infos, worker set, pubsub channel.
+# ARGV: user, info JSON, held entry, join JSON, skip, push limit, notice JSON.
 _JOIN = Script("""
 if redis.call('SADD', KEYS[3], ARGV[3]) == 0 then return 0 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 if redis.call('HINCRBY', KEYS[1], ARGV[1], 1) == 1 then
-  redis.call('PUBLISH', KEYS[4], 'p' .. ARGV[5] .. ' ' .. ARGV[4])
+  local members, limit = redis.call('HLEN', KEYS[1]), tonumber(ARGV[6])
+  if members <= limit then
+    redis.call('PUBLISH', KEYS[4], 'p' .. ARGV[5] .. ' ' .. ARGV[4])
+  elseif members == limit + 1 and limit > 0 then
+    redis.call('PUBLISH', KEYS[4], 'p' .. ARGV[5] .. ' ' .. ARGV[7])
+  end
   return 1
 end
 return 0
 """)
 
-# KEYS: users, infos, worker set, pubsub channel. ARGV: user, held entry, leave JSON.
+# KEYS: users, infos, worker set, pubsub channel. ARGV: user, held entry, leave JSON, push limit,
+# notice JSON.
 _LEAVE = Script("""
 if redis.call('SREM', KEYS[3], ARGV[2]) == 0 then return 0 end
 if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then
   redis.call('HDEL', KEYS[1], ARGV[1])
   redis.call('HDEL', KEYS[2], ARGV[1])
-  redis.call('PUBLISH', KEYS[4], 'p ' .. ARGV[3])
+  local members, limit = redis.call('HLEN', KEYS[1]) + 1, tonumber(ARGV[4])
+  if members <= limit then
+    redis.call('PUBLISH', KEYS[4], 'p ' .. ARGV[3])
+  elseif members == limit + 1 and limit > 0 then
+    redis.call('PUBLISH', KEYS[4], 'p ' .. ARGV[5])
+  end
   return 1
 end
 return 0
@@ -136,13 +164,14 @@ if redis.call('SREM', KEYS[2], ARGV[3]) == 1 and redis.call('SCARD', KEYS[2]) ==
 return 0
 """)
 
-# KEYS: workers, the dead worker's set and counts. ARGV: worker id. Only the first reaper gets past
+# KEYS: workers, the dead worker's set and counts. ARGV: worker id, push limit. Only the first reaper gets past
 # ZREM. Returns nil, or {entries held, {channel, user, info JSON, ...} of the members who left,
 # {channel, ...} the channels it was the last occupant of}.
 _REAP = Script("""
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return false end
 local held = redis.call('SMEMBERS', KEYS[2])
 local removed, vacated = {}, {}
+local limit = tonumber(ARGV[2])
 for _, entry in ipairs(held) do
   local sep = string.find(entry, '\\0', 1, true)
   local channel = string.sub(entry, 1, sep - 1)
@@ -153,9 +182,15 @@ for _, entry in ipairs(held) do
     local info = redis.call('HGET', infos, user) or 'null'
     redis.call('HDEL', users, user)
     redis.call('HDEL', infos, user)
-    local leave = '{"type":"leave","channel":' .. cjson.encode(channel) ..
-      ',"member":{"user":' .. cjson.encode(user) .. ',"info":' .. info .. '}}'
-    redis.call('PUBLISH', 'sb:{' .. channel .. '}', 'p ' .. leave)
+    local members = redis.call('HLEN', users) + 1
+    if members <= limit then
+      local leave = '{"type":"leave","channel":' .. cjson.encode(channel) ..
+        ',"member":{"user":' .. cjson.encode(user) .. ',"info":' .. info .. '}}'
+      redis.call('PUBLISH', 'sb:{' .. channel .. '}', 'p ' .. leave)
+    elseif members == limit + 1 and limit > 0 then
+      local notice = '{"type":"presence","channel":' .. cjson.encode(channel) .. ',"pushes":true}'
+      redis.call('PUBLISH', 'sb:{' .. channel .. '}', 'p ' .. notice)
+    end
     table.insert(removed, channel)
     table.insert(removed, user)
     table.insert(removed, info)
@@ -187,6 +222,7 @@ class RedisBroker:
         self._history_size = config.history_size
         self._history_ttl = max(1, int(config.history_ttl))
         self._presence_ttl = config.presence_ttl
+        self._push_limit = config.presence_push_limit
         self._key_window = max(1, int(config.idempotency_window))
         self.worker = os.urandom(6).hex()
         # Fail fast: a publish during an outage should be refused now, not after long retries.
@@ -208,12 +244,15 @@ class RedisBroker:
         self._receiver: Receiver | None = None
         self.observers = Observers()
         self._wanted: dict[str, Event] = {}  # channels with local subscribers -> set once live
-        # channel -> (epoch, offset) of the last message handed to the hub, and the channels to
-        # catch up from history after the listener lost its connection.
+        # channel -> (epoch, offset) of the last message handed to the hub (or, before the first,
+        # where the channel stood when first read), and the channels to catch up from history
+        # after the listener lost its connection.
         self._delivered: dict[str, tuple[str, int]] = {}
         self._stale: set[str] = set()
         self._pubsub: redis.client.PubSub | None = None
         self._listener: gevent.Greenlet | None = None
+        # Set when a publish gets through while the listener is away: Redis is back, so stop waiting.
+        self._redis_back = Event()
         self._problem: str | None = _CONNECTING
         self._connected = Event()
         self._last_heartbeat = 0.0
@@ -246,6 +285,8 @@ class RedisBroker:
             except _FAILURES as exc:
                 self._note_failure(exc)
                 results.append(BrokerUnavailable(str(exc)))
+        if self._pubsub is None and any(isinstance(result, int) for result in results):
+            self._redis_back.set()  # stored, but nobody here hears it until the listener is back
         return results
 
     def history(self, channel: str, since: int | None, limit: int | None = None) -> History:
@@ -260,6 +301,11 @@ class RedisBroker:
             self._note_failure(exc)
             raise BrokerUnavailable(str(exc)) from None
         epoch, last = reply[0].decode(), int(reply[1])
+        live = self._wanted.get(channel)
+        if live is not None and live.is_set() and channel not in self._delivered:
+            # Nothing delivered here yet: where the channel stands is where a catch-up after an
+            # outage starts, and what a new epoch is told apart from.
+            self._delivered[channel] = (epoch, last)
         if since is None:
             return History(epoch, last)
         # Each stream entry is [id, [b"d", payload]].
@@ -280,6 +326,7 @@ class RedisBroker:
 
     def unlisten(self, channel: str) -> None:
         self._delivered.pop(channel, None)
+        self._stale.discard(channel)
         if self._wanted.pop(channel, None) is not None:
             self._send_subscription("unsubscribe", channel)
 
@@ -300,7 +347,7 @@ class RedisBroker:
 
     def _listen_forever(self) -> None:
         """Read pub/sub until closed; on any failure reconnect with backoff and jitter."""
-        backoff = 0.1
+        backoff = _RECONNECT_FIRST
         while not self._closed:
             pubsub = self.redis.pubsub()
             try:
@@ -316,7 +363,7 @@ class RedisBroker:
                     pubsub.subscribe(*late)
                 if self._problem is not None:
                     self._recover()
-                backoff = 0.1
+                backoff = _RECONNECT_FIRST
                 while not self._closed:
                     message = pubsub.get_message(timeout=1.0)
                     if message is not None:
@@ -330,17 +377,28 @@ class RedisBroker:
                     pubsub.close()
                 except _FAILURES:
                     pass
-                gevent.sleep(backoff * (0.5 + random.random()))
-                backoff = min(backoff * 2, 5.0)
+                self._wait_to_reconnect(backoff)
+                backoff = min(backoff * 2, _RECONNECT_MAX)
+
+    def _wait_to_reconnect(self, backoff: float) -> None:
+        """Wait out the backoff (with jitter), or less: a publish that gets through says Redis is
+        back, and each moment away is messages the catch-up must find in a bounded history."""
+        self._redis_back.clear()
+        self._redis_back.wait(backoff * (0.5 + random.random()))
 
     def _on_pubsub(self, message: dict) -> None:
         kind = message["type"]
         name = message["channel"].decode()
         if kind == "subscribe":
-            live = self._wanted.get(name[4:-1]) if name != _CONTROL else None
+            channel = name[4:-1]
+            live = self._wanted.get(channel) if name != _CONTROL else None
             if live is not None:
-                if name[4:-1] in self._stale:
-                    self._catch_up(name[4:-1])
+                if channel in self._stale:
+                    self._catch_up(channel)
+                else:
+                    # A new subscription: what arrived before it (the tail of an earlier one
+                    # that was left) says nothing about where this one starts.
+                    self._delivered.pop(channel, None)
                 live.set()
             return
         if kind != "message" or name == _CONTROL:
@@ -356,27 +414,53 @@ class RedisBroker:
             self._receiver.announce(channel, rest, head[1:].decode())
 
     def _deliver(self, channel: str, epoch: str, offset: int, payload: bytes, exclude: str = "") -> None:
-        """Hand a message to the hub once: catching up and pub/sub may both bring it."""
+        """Hand a message to the hub once (catching up and pub/sub may both bring it), after
+        telling it of any gap between the last one and this one."""
+        if channel not in self._wanted:
+            return  # the tail of a subscription this worker has left
         last = self._delivered.get(channel)
-        if last is not None and last[0] == epoch and offset <= last[1]:
-            return
+        if last is not None:
+            if last[0] == epoch and offset <= last[1]:
+                return
+            if last[0] != epoch or offset != last[1] + 1:
+                self._missed(channel, last, epoch, offset - 1)
+                if channel not in self._wanted:
+                    return  # every subscriber here was told, and left
         self._delivered[channel] = (epoch, offset)
         self._receiver.deliver(channel, offset, payload, exclude)
 
+    def _missed(self, channel: str, last: tuple[str, int], epoch: str, resume: int) -> None:
+        """Messages after `last` never reached this worker: tell the hub, and go on after `resume`
+        of `epoch`."""
+        log.warning(
+            "messages of %r lost on their way to this worker: after offset %d of epoch %s, up to %d of epoch %s",
+            channel, last[1], last[0], resume, epoch,
+        )  # fmt: skip
+        self._delivered[channel] = (epoch, resume)
+        self._receiver.messages_lost(Gap(channel, last[0], last[1], epoch))
+
     def _catch_up(self, channel: str) -> None:
-        """Deliver what was published while this worker could not hear (Redis pub/sub keeps nothing).
+        """Deliver what was published while this worker could not hear (Redis pub/sub keeps nothing),
+        or announce the gap where history no longer holds it.
 
         Runs in the listener once the channel's SUBSCRIBE is confirmed, so everything after what
-        history returns arrives by pub/sub, and `_deliver` drops what both bring.
+        history returns arrives by pub/sub, and `_deliver` drops what both bring. `_deliver` finds
+        the gap before held messages that do not follow on; here, the gap with none held after it.
         """
         self._stale.discard(channel)
-        epoch, offset = self._delivered[channel]
+        last = self._delivered.get(channel)
+        if last is None:
+            return
         try:
-            history = self.history(channel, offset)
-            if history.epoch != epoch:  # Redis lost its data: all of the new epoch is missed
+            history = self.history(channel, last[1])
+            if history.epoch != last[0]:  # Redis lost its data: all of the new epoch is missed
                 history = self.history(channel, 0)
-        except BrokerUnavailable:
-            return  # the listener is about to find out and reconnect
+        except BrokerUnavailable as exc:
+            # Live messages would follow a hole: start again from the SUBSCRIBE, as after any
+            # lost connection (the listener catches this), and catch up then.
+            raise redis.ConnectionError(f"catching up {channel!r}: {exc.message}") from None
+        if not history.entries and (history.epoch, history.offset) != last:
+            self._missed(channel, last, history.epoch, history.offset)
         for number, payload in history.entries:
             self._deliver(channel, history.epoch, number, payload)
 
@@ -401,6 +485,9 @@ class RedisBroker:
     def _lost(self, exc: Exception) -> None:
         if self._problem is None:
             log.warning("redis unavailable: %s", exc)
+            # The pool's connections died with it: without this, the first command on each after
+            # Redis is back would fail (the catch-up's reads, a publish) on a socket long closed.
+            self.redis.connection_pool.disconnect()
         self._problem = f"redis: {exc}"
         self._connected.clear()
 
@@ -424,16 +511,19 @@ class RedisBroker:
 
     def _join_command(self, channel: str, member: dict, skip: str) -> tuple:
         user = member["user"]
-        payload = orjson.dumps({"type": "join", "channel": channel, "member": member})
+        payload = member_payload("join", channel, member)
+        notice = presence_notice_payload(channel, False)
         keys = [_key(channel, "u"), _key(channel, "i"), f"sb:w:{self.worker}", _pubsub_channel(channel)]
-        return _JOIN.command(keys, [user, orjson.dumps(member["info"]), f"{channel}\0{user}", payload, skip])
+        held = f"{channel}\0{user}"
+        return _JOIN.command(keys, [user, orjson.dumps(member["info"]), held, payload, skip, self._push_limit, notice])
 
     def leave(self, channel: str, member: dict) -> None:
         user = member["user"]
-        payload = orjson.dumps({"type": "leave", "channel": channel, "member": member})
+        payload = member_payload("leave", channel, member)
+        notice = presence_notice_payload(channel, True)
         keys = [_key(channel, "u"), _key(channel, "i"), f"sb:w:{self.worker}", _pubsub_channel(channel)]
         self._pipeline.send(
-            *_LEAVE.command(keys, [user, f"{channel}\0{user}", payload]),
+            *_LEAVE.command(keys, [user, f"{channel}\0{user}", payload, self._push_limit, notice]),
             then=self._notify_if("member_removed", channel, member),
         )
 
@@ -486,6 +576,13 @@ class RedisBroker:
             raise BrokerUnavailable(str(exc)) from None
         return [{"user": user.decode(), "info": orjson.loads(info)} for user, info in infos.items()]
 
+    def member_count(self, channel: str) -> int:
+        try:
+            return self._pipeline.execute("HLEN", _key(channel, "u"))
+        except _FAILURES as exc:
+            self._note_failure(exc)
+            raise BrokerUnavailable(str(exc)) from None
+
     def maintain(self) -> None:
         """Heartbeat every third of the TTL, and remove the members of workers that stopped."""
         if time.monotonic() - self._last_heartbeat >= self._presence_ttl / 3:
@@ -521,7 +618,7 @@ class RedisBroker:
             for worker in self.redis.zrangebyscore("sb:workers", "-inf", now - self._presence_ttl):
                 worker = worker.decode()
                 reaped = self._pipeline.execute(
-                    *_REAP.command(["sb:workers", f"sb:w:{worker}", f"sb:n:{worker}"], [worker])
+                    *_REAP.command(["sb:workers", f"sb:w:{worker}", f"sb:n:{worker}"], [worker, self._push_limit])
                 )
                 if reaped is not None:
                     log.info("removed the members of worker %s: no heartbeat for %.0f s", worker, self._presence_ttl)

@@ -12,6 +12,30 @@ from switchboard_server.core.codecs import Codec, Subscriber
 
 PRESENCE_PREFIX = "presence-"
 
+# What a join or leave sends to the channel's other subscribers (`member_push`).
+PUSH_CHANGE = "change"  # the join or leave itself
+PUSH_NOTICE = "notice"  # that pushes stop (a join past the limit) or resume (a leave back within it)
+
+
+def member_push(members: int, limit: int) -> str | None:
+    """What a join or leave pushes, by the channel's member count with that member in it.
+
+    Join/leave go to every subscriber, so N members arriving cost N^2 frames: they are pushed
+    only while the channel has at most `limit` members (0: never). Crossing the limit, either
+    way, pushes one notice instead, so a member whose list goes stale knows it. The Redis
+    broker's scripts apply the same rule to the cluster-wide count.
+    """
+    if limit <= 0:
+        return None
+    if members <= limit:
+        return PUSH_CHANGE
+    return PUSH_NOTICE if members == limit + 1 else None
+
+
+def pushes_members(members: int, limit: int) -> bool:
+    """Whether join/leave are pushed on a channel of `members` now."""
+    return 0 < limit and members <= limit
+
 
 class Channel:
     """Local subscribers, live (per codec) or catching up, and local member counts."""

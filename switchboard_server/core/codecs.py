@@ -12,6 +12,7 @@ Codecs are sans-I/O: values in, bytes out. They never touch a socket, Flask or t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
@@ -40,8 +41,14 @@ class Publication:
         return self._message
 
 
+# How a presence notice's payload starts (protocols/native/commands.py `presence_notice_payload`, and the Redis
+# broker's scripts): `{"type":"presence","channel":C,"pushes":BOOL}`.
+NOTICE_PREFIX = b'{"type":"presence",'
+
+
 class Announcement:
-    """A member joining or leaving a channel: `payload` is the native `join`/`leave` push."""
+    """A member joining or leaving a channel: `payload` is the native `join`/`leave` push; or a
+    presence notice, that such pushes stop or resume on the channel (`is_notice`)."""
 
     __slots__ = ("channel", "payload", "skip", "_message")
 
@@ -52,6 +59,10 @@ class Announcement:
         self.skip = skip
         self._message: dict | None = None
 
+    @property
+    def is_notice(self) -> bool:
+        return self.payload.startswith(NOTICE_PREFIX)
+
     def message(self) -> dict:
         """`{"type":"join"|"leave","channel","member":{"user","info"}}`."""
         if self._message is None:
@@ -59,11 +70,25 @@ class Announcement:
         return self._message
 
 
+@dataclass(frozen=True)
+class Gap:
+    """Messages of `channel` that never reached this worker: those after `offset` of `epoch` (the
+    last one it delivered), up to where the channel stands now, in `current_epoch`. A different
+    `current_epoch` means the channel's history was lost (Redis came back without its data), so
+    the offsets after the gap start again."""
+
+    channel: str
+    epoch: str
+    offset: int
+    current_epoch: str
+
+
 class Codec(Protocol):
     """How one wire protocol (or one prepared GraphQL document) frames what a channel carries.
 
     Each returns what its subscribers' `enqueue` takes (for most, finished frame bytes), or None
-    when its subscribers do not get this kind of event at all.
+    when its subscribers do not get this kind of event at all. A codec is asked to frame presence
+    notices (`Announcement.is_notice`) only if it has a true `notices` attribute.
     """
 
     def message_frame(self, publication: Publication) -> Any: ...

@@ -51,6 +51,10 @@ class Config:
     redis_url: str = ""
     # Seconds after which a worker that stopped heartbeating is presumed dead and its members leave.
     presence_ttl: float = 30.0
+    # Members a channel may have while join/leave are pushed: past it they are only counted and
+    # listed (`presence`), so a crowd costs O(N) frames, not O(N^2); 0 never pushes them. Pusher
+    # presence channels refuse members past it, as Pusher's own 100-member cap does.
+    presence_push_limit: int = 100
     # Serve the demo page's token and history routes (never in production)
     demo: bool = False
     # Where GET /metrics answers: "api" (behind the API key), "host:port" (only there, no key) or "off".

@@ -59,6 +59,12 @@ def member_payload(kind: str, channel: str, member: dict) -> bytes:
     return orjson.dumps({"type": kind, "channel": channel, "member": member})
 
 
+def presence_notice_payload(channel: str, pushes: bool) -> bytes:
+    """The JSON of the push that says join/leave pushes stopped (the channel passed the push
+    limit) or start again (it is back within it, and the client should ask for the members)."""
+    return orjson.dumps({"type": "presence", "channel": channel, "pushes": pushes})
+
+
 def message_parts(channel: str, data: Any, sender: str | None, event: str | None = None) -> tuple[bytes, bytes]:
     """A message push as the JSON before and after its offset.
 

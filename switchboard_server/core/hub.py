@@ -15,17 +15,18 @@ import logging
 import secrets
 import socket
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Collection
 from typing import Any
 
 import gevent
 from gevent.event import Event
+from gevent.hub import Waiter
 
 from switchboard_server.brokers.base import Broker
 from switchboard_server.core.auth import Identity, TokenAuthority
 from switchboard_server.core.channels import Channel
-from switchboard_server.core.codecs import Announcement, Codec, Publication, Subscriber, Subscription
+from switchboard_server.core.codecs import Announcement, Codec, Gap, Publication, Subscriber, Subscription
 from switchboard_server.core.config import Config
 from switchboard_server.core.envelope import message_parts, validate_channel
 from switchboard_server.core.errors import ProtocolError
@@ -44,10 +45,69 @@ log = logging.getLogger("switchboard.hub")
 
 _PING_FRAME = encode_frame(b"", OP_PING)
 
+# Subscribes handled in one turn of the event loop; more wait for the next turn.
+SUBSCRIBES_PER_TURN = 100
+
 
 def _who(conn: Connection) -> dict:
     """The fields that name a connection in a log line (never its token)."""
     return {"client": conn.id, "user": conn.user, "address": conn.address}
+
+
+def _member_frame(codec: Codec, announcement: Announcement) -> Any:
+    """A codec's frame for a join or leave; for a presence notice, only from codecs that frame them."""
+    if announcement.is_notice and not getattr(codec, "notices", False):
+        return None
+    return codec.member_frame(announcement)
+
+
+class Turns:
+    """Lets `batch` callers through per turn of gevent's loop; the rest wait for later turns, in order.
+
+    Thousands of clients subscribing at once are thousands of sockets readable in one turn. Handled
+    in one pass, nothing they queue is written (the flusher runs after the pass) and no other
+    channel's greenlet runs until the last is done: queues fill past their limit, closing clients
+    that read at once as slow consumers, and bystanders stall. Between batches, the frames get
+    written and everything else gets its turn.
+    """
+
+    def __init__(self, batch: int) -> None:
+        self._batch = batch
+        self._left = batch
+        self._waiting: deque[Waiter] = deque()
+        self._refill_due = False
+
+    def take(self) -> None:
+        """Return at once if this turn's batch has room, else when a later turn's has."""
+        self._refill_soon()
+        if self._left > 0 and not self._waiting:
+            self._left -= 1
+            return
+        waiter = Waiter()
+        self._waiting.append(waiter)
+        try:
+            waiter.get()
+        except BaseException:  # woken by anything else (say, a kill): give up the place, and go on
+            if waiter in self._waiting:
+                self._waiting.remove(waiter)
+            raise
+
+    def _refill_soon(self) -> None:
+        if not self._refill_due:
+            self._refill_due = True
+            gevent.get_hub().loop.run_callback(self._refill)
+
+    def _refill(self) -> None:
+        """The next turn's batch, first for those waiting; each is woken by a callback, so it runs
+        after the callbacks queued before it (the flusher that writes the last batch's frames)."""
+        self._refill_due = False
+        self._left = self._batch
+        loop = gevent.get_hub().loop
+        while self._left and self._waiting:
+            self._left -= 1
+            loop.run_callback(self._waiting.popleft().switch, None)
+        if self._waiting:
+            self._refill_soon()
 
 
 class Hub:
@@ -63,6 +123,7 @@ class Hub:
         self._per_address: dict[str, int] = {}
         self.counters: Counter[str] = Counter()
         self.flusher = Flusher()
+        self._turns = Turns(SUBSCRIBES_PER_TURN)
         self._maintenance: gevent.Greenlet | None = None
         # Set once the last connection has gone, while shutting down.
         self._drained: Event | None = None
@@ -188,6 +249,7 @@ class Hub:
         *,
         member: dict | None = None,
         strict: bool = False,
+        admit: Callable[[], None] | None = None,
     ) -> dict | None:
         """Subscribe `subscriber` (the connection, or a protocol's subscription on it) to `name`.
 
@@ -197,9 +259,14 @@ class Hub:
         a protocol can queue its answer ahead of it; `result` is `{"epoch", "offset",
         "recovered"}`. `strict` refuses (`unrecoverable`) rather than replay with a gap.
         `member` is who the subscription makes present: the connection's user by default.
+        `admit()` is a protocol's own check, which raises ProtocolError to refuse; it runs once it
+        is this subscribe's turn, so a cap on members counts those who joined just before.
         Returns the result, or None if the connection went away while the broker answered.
         """
+        self._turns.take()
         self.check_subscribe(conn, name)
+        if admit is not None:
+            admit()
         channel = self.channels.get(name)
         if channel is None:
             channel = self.channels[name] = Channel(name)
@@ -238,11 +305,11 @@ class Hub:
             if isinstance(item, Publication):
                 if item.offset > history.offset and item.exclude != conn.id:
                     replay.append(item)
-            elif item.skip != conn.id:
+            elif item.skip != conn.id and not self._outdated(channel, item):
                 replay.append(item)
         for item in replay:
             is_message = isinstance(item, Publication)
-            frame = codec.message_frame(item) if is_message else codec.member_frame(item)
+            frame = codec.message_frame(item) if is_message else _member_frame(codec, item)
             if frame is not None:
                 subscriber.queue(frame)
                 self.counters["out_message"] += is_message
@@ -366,14 +433,34 @@ class Hub:
         for backlog in channel.catching_up.values():
             backlog.append(publication)
 
+    def messages_lost(self, gap: Gap) -> None:
+        """Messages of a channel never reached this worker (from the broker, before anything after
+        them): each local subscription on it is told, in its protocol's words. Most protocols end
+        the subscription, so that its client subscribes again from the last offset it has and the
+        usual recovery decides what can be replayed: nothing is skipped without a word."""
+        channel = self.channels.get(gap.channel)
+        if channel is None:
+            return
+        self.counters["message_gaps"] += 1
+        for subscribers in tuple(channel.codecs.values()):
+            for subscriber in tuple(subscribers):
+                conn = self.connections.get(subscriber.id)
+                if conn is None or conn.session is None:
+                    continue
+                for key, subscription in tuple(conn.subscriptions.items()):
+                    if subscription.subscriber is subscriber and subscription.channel == gap.channel:
+                        conn.session.messages_lost(conn, key, gap)
+
     def announce(self, name: str, payload: bytes, skip: str) -> None:
         """A join or leave, from the broker: framed once per codec that pushes it on this channel."""
         channel = self.channels.get(name)
         if channel is None:
             return
         announcement = Announcement(name, payload, skip)
+        if self._outdated(channel, announcement):
+            return
         for codec, subscribers in channel.codecs.items():
-            frame = codec.member_frame(announcement)
+            frame = _member_frame(codec, announcement)
             if frame is None:
                 continue
             for subscriber in tuple(subscribers):
@@ -382,6 +469,13 @@ class Hub:
                     self.counters["out_presence"] += 1
         for backlog in channel.catching_up.values():
             backlog.append(announcement)
+
+    def _outdated(self, channel: Channel, announcement: Announcement) -> bool:
+        """A join or leave sent while the channel was within the push limit, which it has passed
+        since: with Redis, a burst of joins outruns their delivery, and each would reach the whole
+        crowd (and every backlog of those still subscribing). The notice that pushes stopped was
+        sent after it, so dropping it leaves no member's list wrong without saying so."""
+        return not announcement.is_notice and len(channel.members) > self.config.presence_push_limit
 
     # -- what the broker asks of this worker (brokers.base.Receiver) -------------------------
 
@@ -396,6 +490,10 @@ class Hub:
         channel = self.channels.get(name)
         return channel.member_list() if channel is not None else []
 
+    def local_member_count(self, name: str) -> int:
+        channel = self.channels.get(name)
+        return len(channel.members) if channel is not None else 0
+
     def broker_reconnected(self) -> None:
         self.counters["broker_reconnects"] += 1
 
@@ -403,6 +501,10 @@ class Hub:
 
     def presence(self, name: str) -> list[dict]:
         return self.broker.members(validate_channel(name))
+
+    def member_count(self, name: str) -> int:
+        """How many members the channel has, across every worker."""
+        return self.broker.member_count(validate_channel(name))
 
     def history(self, name: str, since: int = 0, limit: int | None = None) -> tuple[str, int, list[bytes]]:
         """The epoch, the last offset and the JSON of each held message after `since` (oldest first)."""

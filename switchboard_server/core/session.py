@@ -7,8 +7,13 @@ token is about to expire or has, and when the server shuts down; each protocol s
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from switchboard_server.transport.connection import Connection
 from switchboard_server.transport.frames import CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION
+
+if TYPE_CHECKING:
+    from switchboard_server.core.codecs import Gap
 
 
 class Session:
@@ -33,6 +38,11 @@ class Session:
     def going_away(self, conn: Connection) -> None:
         """The server is shutting down: the client should come back (to another worker)."""
         conn.close(CLOSE_GOING_AWAY, "server shutting down")
+
+    def messages_lost(self, conn: Connection, key: Any, gap: Gap) -> None:
+        """Messages of the channel that the subscription `key` names were lost before reaching
+        this worker (`gap`): tell the client, and end the subscription unless the protocol has no
+        way to recover (`Hub.messages_lost`)."""
 
     def closed(self, conn: Connection) -> None:
         """The connection is gone and the hub has undone its subscriptions."""

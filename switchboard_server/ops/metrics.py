@@ -49,6 +49,10 @@ PLAIN = {
     "slow_consumers_closed": ("slow_consumer_disconnects", "Connections closed (1008) as slow."),
     "closed_for_abuse": ("rate_limit_disconnects", "Connections closed (1008) for flooding."),
     "broker_reconnects": ("broker_reconnects", "Times the Redis broker came back after an outage."),
+    "message_gaps": (
+        "message_gaps",
+        "Times a channel's messages were lost before reaching this worker, and its subscribers told.",
+    ),
     "webhooks_sent": ("webhook_events_sent", "Pusher webhook events the application's endpoint took (2xx)."),
     "webhooks_failed": (
         "webhook_events_failed",

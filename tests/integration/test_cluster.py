@@ -151,10 +151,16 @@ def test_redis_outage_is_reported_refused_and_recovered(cluster, redis_server):
 
         redis_server.start()
         wait_for(lambda: a.health()[0] == 200 and b.health()[0] == 200, timeout=20)
+        # Redis kept nothing, so the epoch changed: the reader is told, and its subscription ends;
+        # subscribing again from where it was says the messages of the new epoch were not recovered.
+        notice = reader.next_push("error")
+        assert (notice["code"], notice["channel"], notice["epoch"]) == ("unrecoverable", "news", old_epoch)
+        again = reader.command("subscribe", channel="news", since=1, epoch=old_epoch)["result"]
+        assert again["recovered"] is False and again["epoch"] != old_epoch
         # Service restored: the same sockets get new messages without reconnecting.
         wait_for(lambda: writer.command("publish", channel="news", data="after")["type"] == "reply", timeout=20)
         assert reader.next_push("message")["data"] == "after"
-        # Redis kept nothing, so the epoch changed: offsets from before cannot be recovered.
+        # Offsets from before cannot be recovered by anyone.
         with a.client() as late:
             reply = late.command("subscribe", channel="news", since=1, epoch=old_epoch)
             assert reply["result"]["recovered"] is False

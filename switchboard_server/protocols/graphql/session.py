@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import gevent
 import orjson
-from graphql import OperationType
+from graphql import GraphQLError, OperationType
 
 from switchboard_server.core.auth import ANONYMOUS
 from switchboard_server.core.errors import ProtocolError
@@ -32,6 +32,7 @@ from switchboard_server.transport.frames import OP_TEXT
 if TYPE_CHECKING:
     from graphql import Executor
 
+    from switchboard_server.core.codecs import Gap
     from switchboard_server.protocols.graphql.documents import Document
 
 log = logging.getLogger("switchboard.graphql")
@@ -114,6 +115,22 @@ class GraphQLSession(Session):
 
     def closed(self, conn: Connection) -> None:
         self._stop_timer()
+
+    def messages_lost(self, conn: Connection, key: str, gap: Gap) -> None:
+        """A `messages` subscription ends with an `unrecoverable` error, as a resume that history
+        cannot serve does: the client subscribes again with `since` and `epoch` from the last
+        message it has. Presence subscriptions carry no messages, and go on."""
+        subscription = conn.subscriptions.get(key)
+        if subscription is None or not isinstance(subscription.codec, MessagesFeed):
+            return
+        self.hub.unsubscribe(conn, key)
+        message = (
+            f"messages of {gap.channel!r} after offset {gap.offset} of epoch {gap.epoch} were lost on their way to "
+            "this server: subscribe again with since and epoch from the last message you have"
+        )
+        lost = GraphQLError(message, extensions={"code": "unrecoverable", "epoch": gap.epoch, "offset": gap.offset})
+        self.counters["errors_graphql_unrecoverable"] += 1
+        conn.enqueue(codec.error_frame(codec.encode_id(key), [lost.formatted]))
 
     def _stop_timer(self) -> None:
         if self._timer is not None:

@@ -15,8 +15,11 @@ class NativeCodec:
     """Frames for native subscribers: the broker's JSON as it is, join/leave on presence- only.
 
     Members are tracked on every channel, but join/leave are pushed only on `presence-` channels:
-    on a broadcast channel with N subscribers they would cost N^2 frames.
+    on a broadcast channel with N subscribers they would cost N^2 frames. Past the push limit
+    they stop there too, and the presence notices that say so are framed like them.
     """
+
+    notices = True
 
     def message_frame(self, publication: Publication) -> bytes:
         return encode_frame(publication.payload)

@@ -98,6 +98,23 @@ def error_frame(command_id: Any, code: str, message: str) -> bytes:
     return _frame({"type": "error", "id": command_id, "code": code, "message": message})
 
 
+def unrecoverable_frame(channel: str, epoch: str, offset: int) -> bytes:
+    """The error that ends a subscription whose channel lost messages on their way to this server,
+    after `offset` of `epoch`: the client subscribes again with its `since` and `epoch`."""
+    return _frame(
+        {
+            "type": "error",
+            "id": None,
+            "code": "unrecoverable",
+            "channel": channel,
+            "epoch": epoch,
+            "offset": offset,
+            "message": f"messages of {channel!r} after offset {offset} of epoch {epoch} were lost on their way "
+            "to this server, and the subscription has ended: subscribe again with since and epoch",
+        }
+    )
+
+
 def welcome_frame(client_id: str, user: str, info: Any) -> bytes:
     return _frame({"type": "welcome", "client": client_id, "user": user, "info": info})
 

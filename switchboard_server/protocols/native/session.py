@@ -12,6 +12,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from switchboard_server.core.auth import ANONYMOUS, Identity
+from switchboard_server.core.channels import PRESENCE_PREFIX, pushes_members
 from switchboard_server.core.errors import ProtocolError
 from switchboard_server.core.session import Session
 from switchboard_server.protocols.native import commands
@@ -22,6 +23,7 @@ from switchboard_server.transport.frames import CLOSE_POLICY_VIOLATION, OP_TEXT
 from switchboard_server.transport.handshake import Refusal, log_refusal
 
 if TYPE_CHECKING:
+    from switchboard_server.core.codecs import Gap
     from switchboard_server.core.hub import Hub
 
 log = logging.getLogger("switchboard.hub")
@@ -136,6 +138,15 @@ class NativeSession(Session):
         self.counters["out_error"] += 1
         super().token_expired(conn)
 
+    def messages_lost(self, conn: Connection, key: object, gap: Gap) -> None:
+        """End the subscription with an `unrecoverable` error naming its channel: the client
+        subscribes again with `since` and `epoch`, and the reply's `recovered` says what could
+        be replayed, as after any reconnect."""
+        self.hub.unsubscribe(conn, key)
+        conn.enqueue(commands.unrecoverable_frame(gap.channel, gap.epoch, gap.offset))
+        self.counters["out_error"] += 1
+        self.counters["errors_unrecoverable"] += 1
+
     # -- commands --------------------------------------------------------------------------
 
     def _on_subscribe(self, conn: Connection, command: Command) -> None:
@@ -144,15 +155,28 @@ class NativeSession(Session):
             # Already live: everything since then has been delivered; just say where things stand.
             history = self.hub.broker.history(name, None)
             result = {"channel": name, "epoch": history.epoch, "offset": history.offset, "recovered": True}
-            conn.send(commands.reply_frame(command.id, result))
+            conn.send(commands.reply_frame(command.id, {**result, **self._presence_state(name)}))
             return
         if command.token is not None:
             conn.grants.add_channel(name, self.hub.tokens.verify_subscription(command.token, conn.user, name))
 
         def reply(result: dict) -> None:
-            conn.queue(commands.reply_frame(command.id, {"channel": name, **result}))
+            body = {"channel": name, **result, **self._presence_state(name)}
+            conn.queue(commands.reply_frame(command.id, body))
 
         self.hub.subscribe(conn, name, name, NATIVE, conn, command.since, command.epoch, reply)
+
+    def _presence_state(self, name: str) -> dict:
+        """For a `presence-` channel's subscribe reply: its member count, and whether join/leave
+        are pushed (past the push limit the client asks with `presence` instead). Nothing when
+        the broker cannot say: the reply must not fail on it."""
+        if not name.startswith(PRESENCE_PREFIX):
+            return {}
+        try:
+            members = self.hub.member_count(name)
+        except ProtocolError:
+            return {}
+        return {"members": members, "presence_pushes": pushes_members(members, self.hub.config.presence_push_limit)}
 
     def _on_refresh(self, conn: Connection, command: Command) -> None:
         """A fresh connection token for the same user, before the old one expires."""

@@ -86,6 +86,22 @@ def subscription_succeeded(channel: str, members: list[dict] | None = None) -> b
     return frame("pusher_internal:subscription_succeeded", {"presence": presence}, channel)
 
 
+# The event a Pusher channel gets when some of its messages never reached this server; Pusher
+# promises no delivery and has no recovery, so the subscription goes on.
+MESSAGES_LOST = "switchboard:unrecoverable"
+
+
+def messages_lost(channel: str, epoch: str, offset: int) -> bytes:
+    """`switchboard:unrecoverable` on the channel: messages after `offset` of `epoch` were lost."""
+    body = {
+        "code": "unrecoverable",
+        "epoch": epoch,
+        "offset": offset,
+        "message": f"messages after offset {offset} of epoch {epoch} were lost on their way to this server",
+    }
+    return frame(MESSAGES_LOST, body, channel)
+
+
 PONG = frame("pusher:pong", {})
 PING = frame("pusher:ping", {})
 

@@ -28,6 +28,7 @@ from switchboard_server.transport.connection import Connection, check_text
 from switchboard_server.transport.frames import OP_TEXT
 
 if TYPE_CHECKING:
+    from switchboard_server.core.codecs import Gap
     from switchboard_server.core.hub import Hub
     from switchboard_server.protocols.pusher.webhooks import WebhookDispatcher
 
@@ -81,6 +82,12 @@ class PusherSession(Session):
 
     def closed(self, conn: Connection) -> None:
         self.connections.discard(conn)
+
+    def messages_lost(self, conn: Connection, key: str, gap: Gap) -> None:
+        """Pusher has no recovery, so the subscription goes on; the channel gets the
+        `switchboard:unrecoverable` event, which clients may bind to (and reload what matters)."""
+        conn.enqueue(codec.messages_lost(key, gap.epoch, gap.offset))
+        self.counters["errors_pusher_unrecoverable"] += 1
 
     def going_away(self, conn: Connection) -> None:
         conn.queue(codec.error(CLOSE_GOING_AWAY, "server shutting down: reconnect"))
@@ -159,9 +166,12 @@ class PusherSession(Session):
             if name in conn.subscriptions:  # subscribing twice is harmless: the same answer again
                 conn.send(self._succeeded(name, hub_name))
                 return
+            # A presence member is admitted once it is this subscribe's turn (the hub's), so those
+            # who joined just before are counted.
+            admit = (lambda: self._check_room(name, hub_name, member)) if member is not None else None
             self.hub.subscribe(
                 conn, name, hub_name, self.codec, conn, reply=lambda _r: conn.queue(self._succeeded(name, hub_name)),
-                member=member,
+                member=member, admit=admit,
             )  # fmt: skip
             self.counters["out_reply"] += 1
         except _Refused as refused:
@@ -199,6 +209,18 @@ class PusherSession(Session):
             )  # fmt: skip
         conn.grants.add_channel(hub_name, True)
         return _member(channel_data) if channel_data is not None else None
+
+    def _check_room(self, name: str, hub_name: str, member: dict) -> None:
+        """Refuse a new member past the push limit, as Pusher refuses the 101st of a presence
+        channel: its clients keep member lists from member_added/removed, which stop there.
+        A user already present may open more tabs. Concurrent subscribes, here or on other
+        workers, may pass the limit by a few (each counts the members before it joins)."""
+        limit = self.hub.config.presence_push_limit
+        if not limit:
+            return
+        members = self.hub.presence(hub_name)
+        if len(members) >= limit and all(present["user"] != member["user"] for present in members):
+            raise _Refused("LimitReached", 403, None, f"presence channel {name!r} is full: it has its {limit} members")
 
     def _succeeded(self, name: str, hub_name: str) -> bytes:
         if not name.startswith(PRESENCE):
