@@ -20,6 +20,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
 from switchboard_client.errors import (
+    TOKEN_FAILURES_RETRIED,
     ClientClosed,
     CommandTimeout,
     ConnectionFailed,
@@ -55,8 +56,8 @@ Token = str | Callable[[], str | Awaitable[str]] | None
 class connect:  # noqa: N801 (used like a function, as websockets' own connect)
     """`client = await connect(url, token)`, or `async with connect(url, token) as client:`.
 
-    `token` is a string, or a function returning one or an awaitable of one; an exception from it
-    closes the client and is raised from every waiting and later call, as in the sync client.
+    `token` is a string, or a function returning one or an awaitable of one; what it raises is
+    retried or raised to every waiting and later call, as in the sync client.
     Options as for the sync `connect`: `timeout`, `open_timeout`, `min_delay`, `max_delay`.
     """
 
@@ -238,6 +239,9 @@ class Client:
                 token = self._token() if callable(self._token) else self._token
                 if inspect.isawaitable(token):
                     token = await token
+            except TOKEN_FAILURES_RETRIED as exc:
+                self._failed(ConnectionFailed(f"the token callable failed: {exc!r}"), retry=True)
+                continue
             except Exception as exc:
                 # The application's own code failed, not the network: every waiting call raises it.
                 self._shut(exc)

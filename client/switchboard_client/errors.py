@@ -172,6 +172,12 @@ class RecoveryError(SwitchboardError):
         self.offset = offset
 
 
+# What a token callable may raise that a later connection attempt may not: the network, or a token
+# service that is away (this package's HTTPClient says so with these). Anything else it raises is
+# the application's bug: the clients raise it to the caller instead of retrying.
+TOKEN_FAILURES_RETRIED = (OSError, ConnectionFailed, UnavailableError)
+
+
 _BY_CODE = {
     cls.code: cls
     for cls in (

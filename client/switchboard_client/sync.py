@@ -23,6 +23,7 @@ from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
 from switchboard_client.errors import (
+    TOKEN_FAILURES_RETRIED,
     ClientClosed,
     CommandTimeout,
     ConnectionFailed,
@@ -58,9 +59,10 @@ def connect(url: str, token: Token = None, **options: Any) -> Client:
     """Connect to `url` (ws://host:port/ws) and return once the server has welcomed the client.
 
     `token` is a string, or a callable returning one, called before every connection attempt and
-    when the server says the token is about to expire. An exception from the callable before a
-    connection attempt closes the client and is raised from the call waiting for it (and from
-    every later one): retry inside the callable whatever should be retried. Options: `timeout` (30 s: for each command,
+    when the server says the token is about to expire. Before a connection attempt, a network
+    failure in the callable (OSError, or this package's ConnectionFailed or UnavailableError) is
+    retried like a failed connection; any other exception is a bug: it closes the client and is
+    raised from the call waiting for it (and from every later one). Options: `timeout` (30 s: for each command,
     and for this first connection), `open_timeout` (10 s per handshake), `min_delay` and
     `max_delay` (0.5 and 15 s: the reconnect backoff). A connection the server refuses for good
     (a bad token, a 403) raises its error; one that keeps failing for `timeout` raises the last
@@ -298,6 +300,9 @@ class Client:
             return
         try:
             token = self._token() if callable(self._token) else self._token
+        except TOKEN_FAILURES_RETRIED as exc:
+            self._failed(ConnectionFailed(f"the token callable failed: {exc!r}"), retry=True)
+            return
         except Exception as exc:
             # The application's own code failed, not the network: retrying would hide the bug.
             self._shut(exc)

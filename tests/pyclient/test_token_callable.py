@@ -1,5 +1,5 @@
 """A token callable that raises: the application's bug reaches the caller, in both clients, instead
-of turning into a reconnect loop."""
+of turning into a reconnect loop; a token service that is away is retried like the network."""
 
 from __future__ import annotations
 
@@ -35,3 +35,17 @@ def test_a_token_callable_that_raises_on_reconnect_closes_the_client_with_its_er
         subscription.recv(timeout=10)
     with pytest.raises(TokenBug):
         client.ping()
+
+
+def test_a_token_service_that_is_away_is_retried_like_the_network(server, flavour):
+    calls = []
+
+    def token() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConnectionRefusedError("the token service is restarting")
+        return server.token("ann")
+
+    with flavour.connect(server.ws_url + "/ws", token, timeout=10) as client:
+        client.ping()
+    assert len(calls) == 3
