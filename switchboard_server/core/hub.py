@@ -87,7 +87,7 @@ class Turns:
         self._waiting.append(waiter)
         try:
             waiter.get()
-        except BaseException:  # woken by anything else (say, a kill): give up the place, and go on
+        except BaseException:  # woken by anything else (say, a kill): give up the place in line
             if waiter in self._waiting:
                 self._waiting.remove(waiter)
             raise
@@ -259,8 +259,8 @@ class Hub:
         a protocol can queue its answer ahead of it; `result` is `{"epoch", "offset",
         "recovered"}`. `strict` refuses (`unrecoverable`) rather than replay with a gap.
         `member` is who the subscription makes present: the connection's user by default.
-        `admit()` is a protocol's own check, which raises ProtocolError to refuse; it runs once it
-        is this subscribe's turn, so a cap on members counts those who joined just before.
+        `admit()` is a protocol's own check, which raises to refuse (nothing is touched yet); it
+        runs once it is this subscribe's turn, so a cap on members counts those who joined just before.
         Returns the result, or None if the connection went away while the broker answered.
         """
         self._turns.take()
@@ -452,7 +452,8 @@ class Hub:
                         conn.session.messages_lost(conn, key, gap)
 
     def announce(self, name: str, payload: bytes, skip: str) -> None:
-        """A join or leave, from the broker: framed once per codec that pushes it on this channel."""
+        """A join or leave (or a presence notice), from the broker: framed once per codec that
+        pushes it on this channel."""
         channel = self.channels.get(name)
         if channel is None:
             return

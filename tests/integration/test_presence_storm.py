@@ -26,7 +26,6 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.integration.servers import TOKEN_SECRET, Client, Endpoint, RedisServer, Server
 
-STORM = 3000
 PUSH_LIMIT = 100  # the default
 CHANNEL = "presence-storm"
 
@@ -152,21 +151,22 @@ async def storm(endpoint: Endpoint, count: int) -> StormResult:
     return result
 
 
-def test_a_crowd_joining_at_once_is_answered_and_costs_no_more_than_the_push_limit(server: Server) -> None:
-    result = asyncio.run(storm(server, STORM))
+@pytest.mark.parametrize("crowd", [3000, 10000])
+def test_a_crowd_joining_at_once_is_answered_and_costs_no_more_than_the_push_limit(server: Server, crowd: int) -> None:
+    result = asyncio.run(storm(server, crowd))
 
     assert result.closed_by_server == 0
     assert all(reply is not None and reply["type"] == "reply" for reply in result.replies)
-    assert result.members_listed == STORM
+    assert result.members_listed == crowd
     # Each member counts the crowd when it joins: pushes were on for the first ones only.
     counts = sorted(reply["result"]["members"] for reply in result.replies)
-    assert counts[-1] == STORM
+    assert counts[-1] == crowd
     pushing = [reply["result"]["presence_pushes"] for reply in result.replies]
     assert pushing.count(True) <= PUSH_LIMIT
     # Each join reaches at most PUSH_LIMIT members on each worker, then everyone hears once that
     # pushes stop: O(N), where pushing every join to every member would be N^2.
     workers = len(server.worker_pids())
-    assert result.presence_frames <= workers * PUSH_LIMIT**2 + STORM
+    assert result.presence_frames <= workers * PUSH_LIMIT**2 + crowd
     # The bystander's stream went on through the storm, in order, nothing lost.
     assert result.stream_refused == []
     assert result.streamed == list(range(len(result.streamed)))
