@@ -6,37 +6,15 @@ cannot reach); `make browser-deps` installs Chromium from Debian instead.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Dialog, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Dialog, Page, expect
 
 from tests.integration.servers import Server
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",  # tests run as root, where Chromium's sandbox refuses to start
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 DEMO = {"SWITCHBOARD_DEMO": "1"}
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
-    # Playwright's sync API keeps an asyncio loop running in the main thread for the session:
-    # tests that need asyncio.run() after a browser test must run it in a thread of their own.
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.fail("the browser tests need Chromium on PATH: run `make browser-deps` (apt-get install -y chromium)")
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        yield instance
-        instance.close()
 
 
 @pytest.fixture
