@@ -114,7 +114,7 @@ class Switchboard:
     def publish(self, channel: str, data: Any, *, event: str | None = None, idempotency_key: str | None = None) -> int:
         """Publish to every subscriber of `channel` on every worker (with Redis); returns the offset."""
         hub = self.state().hub
-        offset = hub.publish(channel, data, key=idempotency_key, event=event)
+        offset = hub.publish(channel, data, idempotency_key=idempotency_key, event=event)
         hub.counters["publishes_app"] += 1
         return offset
 

@@ -131,16 +131,18 @@ class Broker(Protocol):
     def attach(self, receiver: Receiver) -> None:
         """Remember the worker's side to deliver to."""
 
-    def publish(self, channel: str, head: bytes, tail: bytes, key: str | None = None, exclude: str = "") -> int:
+    def publish(
+        self, channel: str, head: bytes, tail: bytes, idempotency_key: str | None = None, exclude: str = ""
+    ) -> int:
         """Assign the next offset, store `head + offset + tail` in history, deliver it everywhere
         except to the connection `exclude` names.
 
-        With an idempotency `key` already used on `channel` within the window, do nothing and
+        With an `idempotency_key` already used on `channel` within the window, do nothing and
         return the offset that publish got.
         """
 
     def publish_many(self, messages: list[tuple[str, bytes, bytes, str | None, str]]) -> list[int | BrokerUnavailable]:
-        """`publish` for each (channel, head, tail, key, exclude), in order, sent together where the
+        """`publish` for each (channel, head, tail, idempotency key, exclude), in order, sent together where the
         broker can (one Redis round trip); each result is the offset, or why it failed."""
 
     def history(self, channel: str, since: int | None, limit: int | None = None) -> History:
@@ -152,7 +154,7 @@ class Broker(Protocol):
     def unlisten(self, channel: str) -> None:
         """This worker has no subscribers left on `channel`."""
 
-    def join(self, channel: str, member: dict, skip: str) -> None:
+    def join(self, channel: str, member: dict, exclude: str) -> None:
         """A user's first connection on this worker joined; announce if it is new cluster-wide
         (the join, or the notice that pushes stop: `hub.channels.member_push`)."""
 

@@ -56,11 +56,13 @@ class LocalBroker:
             ring = self._rings[channel] = _Ring(self._size)
         return ring
 
-    def publish(self, channel: str, head: bytes, tail: bytes, key: str | None = None, exclude: str = "") -> int:
+    def publish(
+        self, channel: str, head: bytes, tail: bytes, idempotency_key: str | None = None, exclude: str = ""
+    ) -> int:
         ring = self._ring(channel)
         now = time.monotonic()
-        if key is not None:
-            seen = ring.keys.get(key)
+        if idempotency_key is not None:
+            seen = ring.keys.get(idempotency_key)
             if seen is not None and now - seen[1] < self._key_window:
                 return seen[0]
         offset = ring.last_offset = ring.last_offset + 1
@@ -68,9 +70,9 @@ class LocalBroker:
         if self._size:
             ring.entries.append((offset, payload))
         ring.last_active = now
-        if key is not None:
-            ring.keys.pop(key, None)  # re-inserted last, so the dict stays oldest first
-            ring.keys[key] = (offset, now)
+        if idempotency_key is not None:
+            ring.keys.pop(idempotency_key, None)  # re-inserted last, so the dict stays oldest first
+            ring.keys[idempotency_key] = (offset, now)
         self._receiver.deliver(channel, offset, payload, exclude)
         return offset
 
@@ -93,9 +95,9 @@ class LocalBroker:
     def unlisten(self, channel: str) -> None:
         """Nothing to do."""
 
-    def join(self, channel: str, member: dict, skip: str) -> None:
+    def join(self, channel: str, member: dict, exclude: str) -> None:
         # The hub counted the member in already.
-        self._announce("join", channel, member, self.member_count(channel), skip)
+        self._announce("join", channel, member, self.member_count(channel), exclude)
         self.observers.notify("member_added", channel, member)
 
     def leave(self, channel: str, member: dict) -> None:
@@ -103,13 +105,13 @@ class LocalBroker:
         self._announce("leave", channel, member, self.member_count(channel) + 1, "")
         self.observers.notify("member_removed", channel, member)
 
-    def _announce(self, kind: str, channel: str, member: dict, members: int, skip: str) -> None:
+    def _announce(self, kind: str, channel: str, member: dict, members: int, exclude: str) -> None:
         """Push the join or leave, or the notice that pushes stop or resume (`member_push`)."""
         push = member_push(members, self._push_limit)
         if push == PUSH_CHANGE:
-            self._receiver.announce(channel, member_payload(kind, channel, member), skip)
+            self._receiver.announce(channel, member_payload(kind, channel, member), exclude)
         elif push == PUSH_NOTICE:
-            self._receiver.announce(channel, presence_notice_payload(channel, kind == "leave"), skip)
+            self._receiver.announce(channel, presence_notice_payload(channel, kind == "leave"), exclude)
 
     def count(self, channel: str) -> None:
         """The hub's own channels are the count; tell the observers when one gains its first live

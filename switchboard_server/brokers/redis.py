@@ -117,7 +117,7 @@ return {meta[1], meta[2] or '0', entries}
 # the changing one counted in); crossing it publishes the notice instead (hub.channels.member_push).
 
 # KEYS: users, infos, worker set, pubsub channel.
-# ARGV: user, info JSON, held entry, join JSON, skip, push limit, notice JSON.
+# ARGV: user, info JSON, held entry, join JSON, excluded connection id, push limit, notice JSON.
 _JOIN = Script("""
 if redis.call('SADD', KEYS[3], ARGV[3]) == 0 then return 0 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
@@ -207,7 +207,7 @@ return {#held, removed, vacated}
 """)
 
 
-def _key(channel: str, part: str) -> str:
+def _redis_key(channel: str, part: str) -> str:
     return f"sb:{{{channel}}}:{part}"
 
 
@@ -264,8 +264,10 @@ class RedisBroker:
 
     # -- publishing and history ------------------------------------------------------------
 
-    def publish(self, channel: str, head: bytes, tail: bytes, key: str | None = None, exclude: str = "") -> int:
-        result = self.publish_many([(channel, head, tail, key, exclude)])[0]
+    def publish(
+        self, channel: str, head: bytes, tail: bytes, idempotency_key: str | None = None, exclude: str = ""
+    ) -> int:
+        result = self.publish_many([(channel, head, tail, idempotency_key, exclude)])[0]
         if isinstance(result, BrokerUnavailable):
             raise result
         return result
@@ -273,10 +275,15 @@ class RedisBroker:
     def publish_many(self, messages: list[tuple[str, bytes, bytes, str | None, str]]) -> list[int | BrokerUnavailable]:
         self._start()
         pending = []
-        for channel, head, tail, key, exclude in messages:
-            keys = [_key(channel, "m"), _key(channel, "s"), _pubsub_channel(channel), _key(channel, f"k:{key or ''}")]
+        for channel, head, tail, idempotency_key, exclude in messages:
+            keys = [
+                _redis_key(channel, "m"),
+                _redis_key(channel, "s"),
+                _pubsub_channel(channel),
+                _redis_key(channel, f"k:{idempotency_key or ''}"),
+            ]
             args = [head, tail, self._history_size, os.urandom(4).hex(), self._history_ttl]
-            args += ["1" if key is not None else "0", self._key_window, exclude]
+            args += ["1" if idempotency_key is not None else "0", self._key_window, exclude]
             pending.append(self._pipeline.call(*_PUBLISH.command(keys, args)))
         results: list[int | BrokerUnavailable] = []
         for result in pending:
@@ -292,7 +299,7 @@ class RedisBroker:
     def history(self, channel: str, since: int | None, limit: int | None = None) -> History:
         # Stream ids are unsigned 64-bit: an offset past the last possible one finds nothing.
         first = "" if since is None else f"{min(since + 1, _MAX_STREAM_ID)}-0"
-        keys = [_key(channel, "m"), _key(channel, "s")]
+        keys = [_redis_key(channel, "m"), _redis_key(channel, "s")]
         # XRANGE's COUNT 0 means no limit: for `limit=0` read one entry (for `complete`) and none back.
         args = [os.urandom(4).hex(), self._history_ttl, first, "" if limit is None else max(limit, 1)]
         try:
@@ -493,10 +500,10 @@ class RedisBroker:
 
     # -- presence across workers -----------------------------------------------------------
 
-    def join(self, channel: str, member: dict, skip: str) -> None:
+    def join(self, channel: str, member: dict, exclude: str) -> None:
         # Waited for: whoever hears the subscriber's reply, on any worker, sees it as a member.
         try:
-            added = self._pipeline.execute(*self._join_command(channel, member, skip))
+            added = self._pipeline.execute(*self._join_command(channel, member, exclude))
         except _FAILURES as exc:
             self._note_failure(exc)  # registered by the heartbeat once Redis is back
             return
@@ -509,19 +516,21 @@ class RedisBroker:
             *self._join_command(channel, member, ""), then=self._notify_if("member_added", channel, member)
         )
 
-    def _join_command(self, channel: str, member: dict, skip: str) -> tuple:
+    def _join_command(self, channel: str, member: dict, exclude: str) -> tuple:
         user = member["user"]
         payload = member_payload("join", channel, member)
         notice = presence_notice_payload(channel, False)
-        keys = [_key(channel, "u"), _key(channel, "i"), f"sb:w:{self.worker}", _pubsub_channel(channel)]
+        keys = [_redis_key(channel, "u"), _redis_key(channel, "i"), f"sb:w:{self.worker}", _pubsub_channel(channel)]
         held = f"{channel}\0{user}"
-        return _JOIN.command(keys, [user, orjson.dumps(member["info"]), held, payload, skip, self._push_limit, notice])
+        return _JOIN.command(
+            keys, [user, orjson.dumps(member["info"]), held, payload, exclude, self._push_limit, notice]
+        )
 
     def leave(self, channel: str, member: dict) -> None:
         user = member["user"]
         payload = member_payload("leave", channel, member)
         notice = presence_notice_payload(channel, True)
-        keys = [_key(channel, "u"), _key(channel, "i"), f"sb:w:{self.worker}", _pubsub_channel(channel)]
+        keys = [_redis_key(channel, "u"), _redis_key(channel, "i"), f"sb:w:{self.worker}", _pubsub_channel(channel)]
         self._pipeline.send(
             *_LEAVE.command(keys, [user, f"{channel}\0{user}", payload, self._push_limit, notice]),
             then=self._notify_if("member_removed", channel, member),
@@ -538,7 +547,7 @@ class RedisBroker:
         The pipeline keeps them in order, so the last one written is the count now; a failure is
         noted, and the heartbeat rewrites them all once Redis is back.
         """
-        keys = [f"sb:n:{self.worker}", _key(channel, "o")]
+        keys = [f"sb:n:{self.worker}", _redis_key(channel, "o")]
         self._pipeline.send(
             *_COUNT.command(keys, [channel, subscribers, self.worker]),
             then=lambda change: change and self.observers.notify(_OCCUPANCY[change], channel),
@@ -570,7 +579,7 @@ class RedisBroker:
 
     def members(self, channel: str) -> list[dict]:
         try:
-            infos = self._pipeline.execute("HGETALL", _key(channel, "i"))
+            infos = self._pipeline.execute("HGETALL", _redis_key(channel, "i"))
         except _FAILURES as exc:
             self._note_failure(exc)
             raise BrokerUnavailable(str(exc)) from None
@@ -578,7 +587,7 @@ class RedisBroker:
 
     def member_count(self, channel: str) -> int:
         try:
-            return self._pipeline.execute("HLEN", _key(channel, "u"))
+            return self._pipeline.execute("HLEN", _redis_key(channel, "u"))
         except _FAILURES as exc:
             self._note_failure(exc)
             raise BrokerUnavailable(str(exc)) from None
@@ -595,7 +604,7 @@ class RedisBroker:
             # Channels with subscribers here keep their epoch and offsets however quiet they are.
             pipe = self.redis.pipeline(transaction=False)
             for name in self._wanted:
-                pipe.expire(_key(name, "m"), self._history_ttl)
+                pipe.expire(_redis_key(name, "m"), self._history_ttl)
             pipe.execute()
             if self.redis.zadd("sb:workers", {self.worker: now}) or self._resync:
                 self._resync = False
@@ -613,7 +622,7 @@ class RedisBroker:
                 for entry in self.redis.smembers(f"sb:w:{self.worker}") - held:
                     # A leave that failed earlier: the user is gone from here, so take it out.
                     name, user = entry.decode().split("\0", 1)
-                    info = self.redis.hget(_key(name, "i"), user)
+                    info = self.redis.hget(_redis_key(name, "i"), user)
                     self.leave(name, {"user": user, "info": orjson.loads(info) if info else None})
             for worker in self.redis.zrangebyscore("sb:workers", "-inf", now - self._presence_ttl):
                 worker = worker.decode()

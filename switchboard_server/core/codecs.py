@@ -50,13 +50,13 @@ class Announcement:
     """A member joining or leaving a channel: `payload` is the native `join`/`leave` push; or a
     presence notice, that such pushes stop or resume on the channel (`is_notice`)."""
 
-    __slots__ = ("channel", "payload", "skip", "_message")
+    __slots__ = ("channel", "payload", "exclude", "_message")
 
-    def __init__(self, channel: str, payload: bytes, skip: str = "") -> None:
+    def __init__(self, channel: str, payload: bytes, exclude: str = "") -> None:
         self.channel = channel
         self.payload = payload
         # The connection whose subscription caused a join: it is not told about itself.
-        self.skip = skip
+        self.exclude = exclude
         self._message: dict | None = None
 
     @property
@@ -99,7 +99,7 @@ class Codec(Protocol):
 class Subscriber(Protocol):
     """One subscription's receiving end: a connection itself, or a protocol's subscription on one.
 
-    `id` is the connection's id, which `exclude` and `skip` name.
+    `id` is the connection's id, which `exclude` names.
     """
 
     id: str

@@ -207,8 +207,8 @@ class Hub:
         remaining = self._per_address.pop(conn.address, 1) - 1
         if remaining:
             self._per_address[conn.address] = remaining
-        for key in list(conn.subscriptions):
-            self.unsubscribe(conn, key)
+        for sub_id in list(conn.subscriptions):
+            self.unsubscribe(conn, sub_id)
         if conn.session is not None:
             conn.session.closed(conn)
         self.counters["connections_closed"] += 1
@@ -239,7 +239,7 @@ class Hub:
     def subscribe(
         self,
         conn: Connection,
-        key: Any,
+        sub_id: Any,
         name: str,
         codec: Codec,
         subscriber: Subscriber,
@@ -253,7 +253,7 @@ class Hub:
     ) -> dict | None:
         """Subscribe `subscriber` (the connection, or a protocol's subscription on it) to `name`.
 
-        `key` names the subscription on the connection (a channel name, a GraphQL id). With
+        `sub_id` names the subscription on the connection (a channel name, a GraphQL id). With
         `since`, the messages held after that offset are replayed first, framed by `codec`, and
         nothing falls between them and the live ones. `reply(result)` runs before the replay, so
         a protocol can queue its answer ahead of it; `result` is `{"epoch", "offset",
@@ -305,7 +305,7 @@ class Hub:
             if isinstance(item, Publication):
                 if item.offset > history.offset and item.exclude != conn.id:
                     replay.append(item)
-            elif item.skip != conn.id and not self._outdated(channel, item):
+            elif item.exclude != conn.id and not self._outdated(channel, item):
                 replay.append(item)
         for item in replay:
             is_message = isinstance(item, Publication)
@@ -315,7 +315,7 @@ class Hub:
                 self.counters["out_message"] += is_message
         del channel.catching_up[subscriber]
         channel.add_subscriber(codec, subscriber)
-        conn.subscriptions[key] = Subscription(name, codec, subscriber, member)
+        conn.subscriptions[sub_id] = Subscription(name, codec, subscriber, member)
         conn.flush()
         self.broker.count(name)
         return result
@@ -332,9 +332,9 @@ class Hub:
                 "forbidden", f"{name!r} is a protected channel: it needs a grant in your token or a subscription token"
             )
 
-    def unsubscribe(self, conn: Connection, key: Any) -> bool:
-        """End one of the connection's subscriptions; False if it had none under `key`."""
-        subscription = conn.subscriptions.pop(key, None)
+    def unsubscribe(self, conn: Connection, sub_id: Any) -> bool:
+        """End one of the connection's subscriptions; False if it had none under `sub_id`."""
+        subscription = conn.subscriptions.pop(sub_id, None)
         if subscription is None:
             return False
         name = subscription.channel
@@ -375,29 +375,29 @@ class Hub:
         name: str,
         data: Any,
         sender: str | None = None,
-        key: str | None = None,
+        idempotency_key: str | None = None,
         event: str | None = None,
         exclude: str = "",
     ) -> int:
         """Store and fan out one message everywhere; returns its offset. Never blocks on a subscriber.
 
-        A publish with an idempotency `key` that the channel saw within the idempotency window
+        A publish with an `idempotency_key` that the channel saw within the idempotency window
         delivers nothing and returns the first one's offset: a caller may retry without fear.
         `event` names the message (Pusher's event names); `exclude` is a connection id that is
         not sent this message (Pusher's `socket_id`, and a client event's sender).
         """
         head, tail = message_parts(validate_channel(name), data, sender, event)
-        return self.broker.publish(name, head, tail, key, exclude)
+        return self.broker.publish(name, head, tail, idempotency_key, exclude)
 
     def publish_many(
         self, requests: list[tuple[str, Any, str | None, str | None, str | None]]
     ) -> list[int | ProtocolError]:
-        """`publish` for each (channel, data, sender, key, event), in order, sent to the broker together:
+        """`publish` for each (channel, data, sender, idempotency key, event), in order, sent to the broker together:
         a client's run of publishes costs one Redis round trip, not one each. Each result is the
         offset, or the error that publish earned."""
         results: list[int | ProtocolError] = []
         messages, slots = [], []
-        for name, data, sender, key, event in requests:
+        for name, data, sender, idempotency_key, event in requests:
             try:
                 head, tail = message_parts(validate_channel(name), data, sender, event)
             except ProtocolError as error:
@@ -405,7 +405,7 @@ class Hub:
                 continue
             slots.append(len(results))
             results.append(0)
-            messages.append((name, head, tail, key, ""))
+            messages.append((name, head, tail, idempotency_key, ""))
         for slot, offset in zip(slots, self.broker.publish_many(messages), strict=True):
             results[slot] = offset
         return results
@@ -447,17 +447,17 @@ class Hub:
                 conn = self.connections.get(subscriber.id)
                 if conn is None or conn.session is None:
                     continue
-                for key, subscription in tuple(conn.subscriptions.items()):
+                for sub_id, subscription in tuple(conn.subscriptions.items()):
                     if subscription.subscriber is subscriber and subscription.channel == gap.channel:
-                        conn.session.messages_lost(conn, key, gap)
+                        conn.session.messages_lost(conn, sub_id, gap)
 
-    def announce(self, name: str, payload: bytes, skip: str) -> None:
+    def announce(self, name: str, payload: bytes, exclude: str) -> None:
         """A join or leave (or a presence notice), from the broker: framed once per codec that
         pushes it on this channel."""
         channel = self.channels.get(name)
         if channel is None:
             return
-        announcement = Announcement(name, payload, skip)
+        announcement = Announcement(name, payload, exclude)
         if self._outdated(channel, announcement):
             return
         for codec, subscribers in channel.codecs.items():
@@ -465,7 +465,7 @@ class Hub:
             if frame is None:
                 continue
             for subscriber in tuple(subscribers):
-                if subscriber.id != skip:
+                if subscriber.id != exclude:
                     subscriber.enqueue(frame)
                     self.counters["out_presence"] += 1
         for backlog in channel.catching_up.values():

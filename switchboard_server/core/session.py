@@ -39,8 +39,8 @@ class Session:
         """The server is shutting down: the client should come back (to another worker)."""
         conn.close(CLOSE_GOING_AWAY, "server shutting down")
 
-    def messages_lost(self, conn: Connection, key: Any, gap: Gap) -> None:
-        """Messages of the channel that the subscription `key` names were lost before reaching
+    def messages_lost(self, conn: Connection, sub_id: Any, gap: Gap) -> None:
+        """Messages of the channel that the subscription `sub_id` names were lost before reaching
         this worker (`gap`): tell the client, and end the subscription unless the protocol has no
         way to recover (`Hub.messages_lost`)."""
 

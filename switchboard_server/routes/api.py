@@ -86,14 +86,14 @@ def log_request(response: Response) -> Response:
 
 @bp.before_request
 def require_api_key() -> None:
-    key = current_hub().config.api_key
-    if not key:
+    api_key = current_hub().config.api_key
+    if not api_key:
         raise ProtocolError(
             "not_configured",
             "the HTTP API is off: set SWITCHBOARD_API_KEY and send it as 'Authorization: Bearer <key>'",
         )
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), key.encode()):
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), api_key.encode()):
         raise ProtocolError("unauthorized", "missing or wrong API key: send 'Authorization: Bearer <key>'")
 
 
@@ -102,10 +102,10 @@ def publish():
     body = _body()
     if "channel" not in body or "data" not in body:
         raise ProtocolError("bad_request", 'body needs "channel" and "data"')
-    key = validate_idempotency_key(body.get("idempotency_key"))
+    idempotency_key = validate_idempotency_key(body.get("idempotency_key"))
     event = validate_event(body.get("event"))
     hub = current_hub()
-    offset = hub.publish(body["channel"], body["data"], key=key, event=event)
+    offset = hub.publish(body["channel"], body["data"], idempotency_key=idempotency_key, event=event)
     hub.counters["publishes_http"] += 1
     return _json({"channel": body["channel"], "offset": offset})
 

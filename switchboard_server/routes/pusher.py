@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException
 from switchboard_server.core.auth import Identity
 from switchboard_server.core.errors import ProtocolError
 from switchboard_server.protocols.pusher.apps import App
-from switchboard_server.protocols.pusher.codec import MAX_EVENT_NAME, PRESENCE, stored_data
+from switchboard_server.protocols.pusher.events import MAX_EVENT_NAME, PRESENCE, stored_data
 from switchboard_server.protocols.pusher.service import PusherService
 from switchboard_server.protocols.pusher.session import ENCRYPTED, refuse
 from switchboard_server.protocols.pusher.signing import verify_request

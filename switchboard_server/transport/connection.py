@@ -230,8 +230,8 @@ class Connection:
 
     def _drain(self, rest: memoryview) -> None:
         """The writer greenlet: exists only while the kernel buffer is full."""
-        hub = gevent.get_hub()
-        writable = hub.loop.io(self._raw.fileno(), 2)
+        event_loop = gevent.get_hub()
+        writable = event_loop.loop.io(self._raw.fileno(), 2)
         try:
             while rest:
                 try:
@@ -239,7 +239,7 @@ class Connection:
                 except BlockingIOError:
                     sent = None
                 if sent is None:
-                    hub.wait(writable)
+                    event_loop.wait(writable)
                     continue
                 rest = rest[sent:]
                 if rest or not self._pending:
@@ -322,7 +322,7 @@ class Connection:
         self, parser: FrameParser, on_messages: Callable[[Connection, list[tuple[int, bytes]]], None]
     ) -> None:
         recv = self._raw.recv
-        to_hub = gevent.get_hub().switch
+        to_event_loop = gevent.get_hub().switch
         readable = self._readable
         wake = greenlet.getcurrent().switch
         meter = self._meter
@@ -340,7 +340,7 @@ class Connection:
                 # A wake-up for any other reason only costs another try.
                 readable.start(wake)
                 try:
-                    to_hub()
+                    to_event_loop()
                 finally:
                     readable.stop()
                 continue
@@ -400,13 +400,13 @@ class Connection:
             return
         buffer = bytearray(RECV_SIZE)
         left = LINGER_BYTES
-        hub = gevent.get_hub()
+        event_loop = gevent.get_hub()
         with gevent.Timeout(LINGER_TIME, False):
             while left > 0:
                 try:
                     size = raw.recv_into(buffer)
                 except BlockingIOError:
-                    hub.wait(self._readable)
+                    event_loop.wait(self._readable)
                     continue
                 except OSError:
                     return
@@ -417,8 +417,8 @@ class Connection:
 
     def start(self, run: Callable[[Connection], None]) -> None:
         """Run `run(self)` (a session's serve) as this connection's reader greenlet."""
-        hub = gevent.get_hub()
-        hub.loop.run_callback(greenlet.greenlet(_run_reader, parent=hub).switch, run, self)
+        event_loop = gevent.get_hub()  # gevent's hub: its event loop's greenlet, not Switchboard's Hub
+        event_loop.loop.run_callback(greenlet.greenlet(_run_reader, parent=event_loop).switch, run, self)
 
 
 def _run_reader(run: Callable[[Connection], None], conn: Connection) -> None:

@@ -16,7 +16,7 @@ from pusher.pusher_client import PusherClient
 from switchboard_server.core.codecs import Announcement, Publication
 from switchboard_server.core.envelope import member_payload, message_parts
 from switchboard_server.core.errors import ProtocolError
-from switchboard_server.protocols.pusher import codec
+from switchboard_server.protocols.pusher import events
 from switchboard_server.protocols.pusher.apps import parse_apps
 from switchboard_server.protocols.pusher.codec import PusherCodec
 from switchboard_server.protocols.pusher.signing import channel_auth_text, channel_auth_valid, sign, verify_request
@@ -129,9 +129,9 @@ def test_a_stale_timestamp_is_refused_beyond_600_seconds():
 
 
 def test_pusher_data_that_is_json_is_stored_parsed_and_sent_back_as_a_string():
-    assert codec.stored_data('{"text": "hi"}') == {"text": "hi"}
-    assert codec.stored_data("plain words") == "plain words"
-    assert codec.stored_data({"already": "json"}) == {"already": "json"}
+    assert events.stored_data('{"text": "hi"}') == {"text": "hi"}
+    assert events.stored_data("plain words") == "plain words"
+    assert events.stored_data({"already": "json"}) == {"already": "json"}
     frame = decoded(PusherCodec(FIRST).message_frame(publication("room", {"text": "hi"}, "greet")))
     assert frame == {"event": "greet", "channel": "room", "data": '{"text":"hi"}'}
     assert decoded(PusherCodec(FIRST).message_frame(publication("room", "plain")))["data"] == "plain"
@@ -139,7 +139,7 @@ def test_pusher_data_that_is_json_is_stored_parsed_and_sent_back_as_a_string():
 
 def test_a_native_message_without_an_event_gets_the_default_name_and_apps_their_own_channel_names():
     frame = decoded(PusherCodec(SECOND).message_frame(publication("private-42:room", 5)))
-    assert frame == {"event": codec.DEFAULT_EVENT, "channel": "room", "data": "5"}
+    assert frame == {"event": events.DEFAULT_EVENT, "channel": "room", "data": "5"}
 
 
 def test_client_events_on_presence_channels_carry_the_sender_only_there():
@@ -166,7 +166,7 @@ def test_members_are_announced_on_presence_channels_only():
 
 def test_subscription_succeeded_on_presence_carries_ids_hash_and_count():
     members = [{"user": "ann", "info": {"n": 1}}, {"user": "ben", "info": None}]
-    data = json.loads(decoded(codec.subscription_succeeded("presence-r", members))["data"])
+    data = json.loads(decoded(events.subscription_succeeded("presence-r", members))["data"])
     assert data == {"presence": {"ids": ["ann", "ben"], "hash": {"ann": {"n": 1}, "ben": None}, "count": 2}}
 
 
@@ -174,8 +174,8 @@ def test_subscription_succeeded_on_presence_carries_ids_hash_and_count():
     "payload", [b"not json", b"[1]", b'{"data":{}}', b'{"event":""}', b'{"event":"e","channel":1}']
 )
 def test_malformed_messages_are_pusher_errors(payload):
-    with pytest.raises(codec.PusherError):
-        codec.parse(payload)
+    with pytest.raises(events.PusherError):
+        events.parse(payload)
 
 
 # -- webhooks ---------------------------------------------------------------------------------

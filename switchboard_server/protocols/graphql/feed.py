@@ -17,7 +17,7 @@ import orjson
 from graphql import Executor, execute_subscription_event
 
 from switchboard_server.core.codecs import Announcement, Publication
-from switchboard_server.protocols.graphql.codec import next_payload_tail
+from switchboard_server.protocols.graphql.messages import next_payload_tail
 from switchboard_server.transport.connection import Connection
 from switchboard_server.transport.frames import encode_frame
 
@@ -33,8 +33,8 @@ class Frames(dict):
         super().__init__()
         self.tail = next_payload_tail(payload)
 
-    def __missing__(self, key: bytes) -> bytes:
-        frame = self[key] = encode_frame(_NEXT_HEAD + key + self.tail)
+    def __missing__(self, encoded_id: bytes) -> bytes:
+        frame = self[encoded_id] = encode_frame(_NEXT_HEAD + encoded_id + self.tail)
         return frame
 
 
@@ -48,18 +48,18 @@ class OperationSubscriber:
     """One subscription of a connection, as the hub sees a subscriber: it takes a feed's `Frames`
     and queues the frame for its own id. `id` is the connection's (what `exclude` names)."""
 
-    __slots__ = ("id", "conn", "key")
+    __slots__ = ("id", "conn", "encoded_id")
 
-    def __init__(self, conn: Connection, key: bytes) -> None:
+    def __init__(self, conn: Connection, encoded_id: bytes) -> None:
         self.id = conn.id
         self.conn = conn
-        self.key = key
+        self.encoded_id = encoded_id
 
     def queue(self, frames: Frames) -> bool:
-        return self.conn.queue(frames[self.key])
+        return self.conn.queue(frames[self.encoded_id])
 
     def enqueue(self, frames: Frames) -> None:
-        self.conn.enqueue(frames[self.key])
+        self.conn.enqueue(frames[self.encoded_id])
 
 
 class MessagesFeed:

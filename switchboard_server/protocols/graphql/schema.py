@@ -199,12 +199,12 @@ def _publish(
 ) -> dict:
     caller: Caller = info.context
     validate_channel(channel)
-    key = validate_idempotency_key(idempotencyKey)
+    idempotency_key = validate_idempotency_key(idempotencyKey)
     validate_event(event)
     hub = caller.hub
     if not caller.trusted and not caller.grants.may_publish(channel, hub.config.client_publish):
         raise ProtocolError("forbidden", f"clients may not publish on {channel!r}")
-    offset = hub.publish(channel, data, caller.user, key, event)
+    offset = hub.publish(channel, data, caller.user, idempotency_key, event)
     hub.counters["publishes_graphql"] += 1
     return {"channel": channel, "offset": offset}
 

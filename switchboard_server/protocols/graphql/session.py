@@ -6,7 +6,7 @@ once (else 4429), and its token decides who the connection is (a refused one: 44
 the protocol does not define is 4400. Every refusal of one operation (validation, limits,
 grants, an unrecoverable position) is an `error` message for that id, and the connection stays.
 Queries and mutations answer with one `next` and a `complete`; subscriptions join the hub with
-the operation id as their key, so the hub's own limits and presence apply to each.
+the operation id as their subscription id, so the hub's own limits and presence apply to each.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from graphql import GraphQLError, OperationType
 from switchboard_server.core.auth import ANONYMOUS
 from switchboard_server.core.errors import ProtocolError
 from switchboard_server.core.session import Session
-from switchboard_server.protocols.graphql import codec
-from switchboard_server.protocols.graphql.codec import BadMessage, Message
+from switchboard_server.protocols.graphql import messages
 from switchboard_server.protocols.graphql.feed import Frames, MessagesFeed, OperationSubscriber, presence_event, run
+from switchboard_server.protocols.graphql.messages import BadMessage, Message
 from switchboard_server.protocols.graphql.schema import Source, error
 from switchboard_server.protocols.graphql.server import GraphQLServer, Refused
 from switchboard_server.transport.connection import Connection, check_text
@@ -73,7 +73,7 @@ class GraphQLSession(Session):
 
     def refuse_subprotocol(self, conn: Connection) -> None:
         """A client that did not offer `graphql-transport-ws`: 4406, as the protocol's servers do."""
-        conn.close(codec.CLOSE_SUBPROTOCOL, f"Subprotocol not acceptable: offer {codec.SUBPROTOCOL}")
+        conn.close(messages.CLOSE_SUBPROTOCOL, f"Subprotocol not acceptable: offer {messages.SUBPROTOCOL}")
         self.hub.serve(conn, self)
 
     def _init_timeout(self, conn: Connection) -> None:
@@ -81,20 +81,22 @@ class GraphQLSession(Session):
         self._timer = None
         if not self._initialised:
             self.counters["refused_graphql_init_timeout"] += 1
-            conn.close(codec.CLOSE_INIT_TIMEOUT, "Connection initialisation timeout")
+            conn.close(messages.CLOSE_INIT_TIMEOUT, "Connection initialisation timeout")
 
     # -- the hub's hooks -------------------------------------------------------------------
 
     def on_message(self, conn: Connection, opcode: int, payload: bytes) -> None:
         if opcode != OP_TEXT:
-            conn.close(codec.CLOSE_BAD_REQUEST, "Invalid message received: binary frames are not part of the protocol")
+            conn.close(
+                messages.CLOSE_BAD_REQUEST, "Invalid message received: binary frames are not part of the protocol"
+            )
             return
         try:
-            message = codec.parse_message(payload)
+            message = messages.parse_message(payload)
         except BadMessage as bad:
             check_text(payload)  # not UTF-8 at all: RFC 6455 says 1007
             self.counters["in_graphql_invalid"] += 1
-            conn.close(codec.CLOSE_BAD_REQUEST, bad.reason)
+            conn.close(messages.CLOSE_BAD_REQUEST, bad.reason)
             return
         self.counters["in_graphql_" + message.type] += 1
         within_rate = self.hub.within_rate(conn, len(payload))
@@ -108,29 +110,29 @@ class GraphQLSession(Session):
             # Always honoured, over the rate too: it only frees what the client holds.
             self.hub.unsubscribe(conn, message.id)
         elif message.type == "ping" and within_rate:
-            conn.send(codec.pong_frame(message.payload))
+            conn.send(messages.pong_frame(message.payload))
 
     def token_expired(self, conn: Connection) -> None:
-        conn.close(codec.CLOSE_FORBIDDEN, "Forbidden: token expired")
+        conn.close(messages.CLOSE_FORBIDDEN, "Forbidden: token expired")
 
     def closed(self, conn: Connection) -> None:
         self._stop_timer()
 
-    def messages_lost(self, conn: Connection, key: str, gap: Gap) -> None:
+    def messages_lost(self, conn: Connection, sub_id: str, gap: Gap) -> None:
         """A `messages` subscription ends with an `unrecoverable` error, as a resume that history
         cannot serve does: the client subscribes again with `since` and `epoch` from the last
         message it has. Presence subscriptions carry no messages, and go on."""
-        subscription = conn.subscriptions.get(key)
+        subscription = conn.subscriptions.get(sub_id)
         if subscription is None or not isinstance(subscription.codec, MessagesFeed):
             return
-        self.hub.unsubscribe(conn, key)
+        self.hub.unsubscribe(conn, sub_id)
         message = (
             f"messages of {gap.channel!r} after offset {gap.offset} of epoch {gap.epoch} were lost on their way to "
             "this server: subscribe again with since and epoch from the last message you have"
         )
         lost = GraphQLError(message, extensions={"code": "unrecoverable", "epoch": gap.epoch, "offset": gap.offset})
         self.counters["errors_graphql_unrecoverable"] += 1
-        conn.enqueue(codec.error_frame(codec.encode_id(key), [lost.formatted]))
+        conn.enqueue(messages.error_frame(messages.encode_id(sub_id), [lost.formatted]))
 
     def _stop_timer(self) -> None:
         if self._timer is not None:
@@ -141,7 +143,7 @@ class GraphQLSession(Session):
 
     def _on_init(self, conn: Connection, message: Message) -> None:
         if self._initialised:
-            conn.close(codec.CLOSE_TOO_MANY_INITS, "Too many initialisation requests")
+            conn.close(messages.CLOSE_TOO_MANY_INITS, "Too many initialisation requests")
             return
         self._initialised = True
         self._stop_timer()
@@ -156,39 +158,39 @@ class GraphQLSession(Session):
                 "connection_init refused",
                 extra={"client": conn.id, "address": conn.address, "code": refused.code, "reason": refused.message},
             )
-            conn.close(codec.CLOSE_FORBIDDEN, f"Forbidden: {refused.message}")
+            conn.close(messages.CLOSE_FORBIDDEN, f"Forbidden: {refused.message}")
             return
         self.hub.authenticate(conn, identity)
         self._acknowledged = True
-        conn.send(codec.ack_frame({"client": conn.id, "user": conn.user, "info": conn.info}))
+        conn.send(messages.ack_frame({"client": conn.id, "user": conn.user, "info": conn.info}))
 
     def _on_subscribe(self, conn: Connection, message: Message, within_rate: bool) -> None:
         if not self._acknowledged:
-            conn.close(codec.CLOSE_UNAUTHORIZED, "Unauthorized")
+            conn.close(messages.CLOSE_UNAUTHORIZED, "Unauthorized")
             return
         if message.id in conn.subscriptions:
             reason = f"Subscriber for {message.id} already exists"
-            conn.close(codec.CLOSE_DUPLICATE, reason)
+            conn.close(messages.CLOSE_DUPLICATE, reason)
             return
-        key = codec.encode_id(message.id)
+        encoded_id = messages.encode_id(message.id)
         try:
             if not within_rate:
                 raise Refused([error("rate_limited", "too many messages: slow down")])
             document, kind = self.server.prepare(message.query, message.operation_name)
             if kind is OperationType.SUBSCRIPTION:
-                self._subscribe(conn, message, document, key)
+                self._subscribe(conn, message, document, encoded_id)
                 return
             result = self.server.execute(document, message.operation_name, message.variables, self.server.caller(conn))
         except Refused as refused:
-            self._error(conn, key, refused.errors)
+            self._error(conn, encoded_id, refused.errors)
             return
-        conn.queue(codec.next_frame(key, orjson.dumps(result)))
-        conn.send(codec.complete_frame(key))
+        conn.queue(messages.next_frame(encoded_id, orjson.dumps(result)))
+        conn.send(messages.complete_frame(encoded_id))
 
-    def _subscribe(self, conn: Connection, message: Message, document: Document, key: bytes) -> None:
+    def _subscribe(self, conn: Connection, message: Message, document: Document, encoded_id: bytes) -> None:
         """Join the hub stream the subscription names, framed by its shared feed."""
         source, feed = self.server.source(message.query, document, message.operation_name, message.variables)
-        subscriber = OperationSubscriber(conn, key)
+        subscriber = OperationSubscriber(conn, encoded_id)
         failures: list[ProtocolError] = []
 
         def reply(result: dict) -> None:
@@ -202,11 +204,11 @@ class GraphQLSession(Session):
                 conn, message.id, source.channel, feed, subscriber, source.since, source.epoch, reply, strict=True
             )
         except ProtocolError as refused:
-            self._error(conn, key, [error(refused.code, refused.message).formatted])
+            self._error(conn, encoded_id, [error(refused.code, refused.message).formatted])
             return
         if failures:
             self.hub.unsubscribe(conn, message.id)
-            self._error(conn, key, [error(failures[0].code, failures[0].message).formatted])
+            self._error(conn, encoded_id, [error(failures[0].code, failures[0].message).formatted])
 
     def _members(self, source: Source, executor: Executor, subscriber: OperationSubscriber, failures: list) -> None:
         """A presence subscription starts with every member (the subscriber is one already)."""
@@ -217,7 +219,7 @@ class GraphQLSession(Session):
             return
         subscriber.queue(Frames(run(executor, presence_event("members", source.channel, members=members))))
 
-    def _error(self, conn: Connection, key: bytes, errors: list[dict]) -> None:
+    def _error(self, conn: Connection, encoded_id: bytes, errors: list[dict]) -> None:
         code = (errors[0].get("extensions") or {}).get("code", "invalid")
         self.counters["errors_graphql_" + str(code)] += 1
-        conn.send(codec.error_frame(key, errors))
+        conn.send(messages.error_frame(encoded_id, errors))

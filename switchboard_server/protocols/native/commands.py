@@ -19,11 +19,11 @@ COMMAND_TYPES = ("subscribe", "unsubscribe", "publish", "presence", "ping", "ref
 
 
 class Command:
-    """A validated client command. `since`/`epoch` only for subscribe; `data`, `key` (the
-    idempotency key) and `event` only for publish; `token` for refresh and for a subscription
+    """A validated client command. `since`/`epoch` only for subscribe; `data`,
+    `idempotency_key` and `event` only for publish; `token` for refresh and for a subscription
     token on subscribe."""
 
-    __slots__ = ("type", "id", "channel", "data", "since", "epoch", "token", "key", "event")
+    __slots__ = ("type", "id", "channel", "data", "since", "epoch", "token", "idempotency_key", "event")
 
     def __init__(
         self,
@@ -34,7 +34,7 @@ class Command:
         since: int | None = None,
         epoch: str | None = None,
         token: str | None = None,
-        key: str | None = None,
+        idempotency_key: str | None = None,
         event: str | None = None,
     ):
         self.type = type
@@ -44,7 +44,7 @@ class Command:
         self.since = since
         self.epoch = epoch
         self.token = token
-        self.key = key
+        self.idempotency_key = idempotency_key
         self.event = event
 
 
@@ -78,12 +78,12 @@ def parse_command(payload: bytes | str) -> Command:
             raise ProtocolError("bad_command", '"epoch" must be a string')
         if kind == "publish" and "data" not in message:
             raise ProtocolError("bad_command", 'publish needs "data"')
-        key = validate_idempotency_key(message.get("idempotency_key"))
+        idempotency_key = validate_idempotency_key(message.get("idempotency_key"))
         event = validate_event(message.get("event"))
     except ProtocolError as error:
         error.id = command_id
         raise
-    return Command(kind, command_id, channel, message.get("data"), since, epoch, token, key, event)
+    return Command(kind, command_id, channel, message.get("data"), since, epoch, token, idempotency_key, event)
 
 
 def _frame(value: dict) -> bytes:

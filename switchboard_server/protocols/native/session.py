@@ -138,11 +138,11 @@ class NativeSession(Session):
         self.counters["out_error"] += 1
         super().token_expired(conn)
 
-    def messages_lost(self, conn: Connection, key: object, gap: Gap) -> None:
+    def messages_lost(self, conn: Connection, sub_id: object, gap: Gap) -> None:
         """End the subscription with an `unrecoverable` error naming its channel: the client
         subscribes again with `since` and `epoch`, and the reply's `recovered` says what could
         be replayed, as after any reconnect."""
-        self.hub.unsubscribe(conn, key)
+        self.hub.unsubscribe(conn, sub_id)
         conn.enqueue(commands.unrecoverable_frame(gap.channel, gap.epoch, gap.offset))
         self.counters["out_error"] += 1
         self.counters["errors_unrecoverable"] += 1
@@ -197,7 +197,9 @@ class NativeSession(Session):
             if not conn.grants.may_publish(c.channel, public)
         }
         allowed = [c for i, c in enumerate(publishes) if i not in refused]
-        offsets = iter(self.hub.publish_many([(c.channel, c.data, conn.user, c.key, c.event) for c in allowed]))
+        offsets = iter(
+            self.hub.publish_many([(c.channel, c.data, conn.user, c.idempotency_key, c.event) for c in allowed])
+        )
         for i, command in enumerate(publishes):
             result = refused.get(i) or next(offsets)
             if isinstance(result, ProtocolError):

@@ -20,9 +20,10 @@ import orjson
 
 from switchboard_server.core.errors import ProtocolError
 from switchboard_server.core.session import Session
-from switchboard_server.protocols.pusher import codec
+from switchboard_server.protocols.pusher import events
 from switchboard_server.protocols.pusher.apps import App
-from switchboard_server.protocols.pusher.codec import PRESENCE, PusherCodec, PusherError
+from switchboard_server.protocols.pusher.codec import PusherCodec
+from switchboard_server.protocols.pusher.events import PRESENCE, PusherError
 from switchboard_server.protocols.pusher.signing import channel_auth_text, channel_auth_valid
 from switchboard_server.transport.connection import Connection, check_text
 from switchboard_server.transport.frames import OP_TEXT
@@ -53,7 +54,7 @@ class _Refused(Exception):
 
 def refuse(hub: Hub, conn: Connection, code: int, message: str) -> None:
     """Tell a connection why it may not stay (unknown app, over capacity...), then close with `code`."""
-    conn.queue(codec.error(code, message))
+    conn.queue(events.error(code, message))
     conn.close(code, message)
     hub.serve(conn, Session())
 
@@ -74,7 +75,7 @@ class PusherSession(Session):
 
     def serve(self, conn: Connection) -> None:
         """Greet the client, then read its messages until it goes (in the connection's greenlet)."""
-        conn.send(codec.connection_established(conn.id, self.activity_timeout))
+        conn.send(events.connection_established(conn.id, self.activity_timeout))
         self.connections.add(conn)
         if self._sweeper is None:
             self._sweeper = gevent.spawn(self._sweep)
@@ -83,14 +84,14 @@ class PusherSession(Session):
     def closed(self, conn: Connection) -> None:
         self.connections.discard(conn)
 
-    def messages_lost(self, conn: Connection, key: str, gap: Gap) -> None:
+    def messages_lost(self, conn: Connection, sub_id: str, gap: Gap) -> None:
         """Pusher has no recovery, so the subscription goes on; the channel gets the
         `switchboard:unrecoverable` event, which clients may bind to (and reload what matters)."""
-        conn.enqueue(codec.messages_lost(key, gap.epoch, gap.offset))
+        conn.enqueue(events.messages_lost(sub_id, gap.epoch, gap.offset))
         self.counters["errors_pusher_unrecoverable"] += 1
 
     def going_away(self, conn: Connection) -> None:
-        conn.queue(codec.error(CLOSE_GOING_AWAY, "server shutting down: reconnect"))
+        conn.queue(events.error(CLOSE_GOING_AWAY, "server shutting down: reconnect"))
         conn.close(CLOSE_GOING_AWAY, "server shutting down")
 
     def _sweep(self) -> None:
@@ -109,10 +110,10 @@ class PusherSession(Session):
                     if conn.closing or quiet <= interval:
                         continue
                     if quiet > 1.5 * interval:
-                        conn.queue(codec.error(CLOSE_NO_PONG, "Pong reply not received"))
+                        conn.queue(events.error(CLOSE_NO_PONG, "Pong reply not received"))
                         conn.close(CLOSE_NO_PONG, "pong reply not received")
                     else:
-                        conn.enqueue(codec.PING)
+                        conn.enqueue(events.PING)
         finally:
             self._sweeper = None
 
@@ -127,7 +128,7 @@ class PusherSession(Session):
             if opcode != OP_TEXT:
                 raise PusherError(None, "binary frames are not accepted; send JSON text frames")
             try:
-                event, channel, data = codec.parse(payload)
+                event, channel, data = events.parse(payload)
             except PusherError:
                 check_text(payload)  # not UTF-8 at all: RFC 6455 says close 1007
                 self.counters["in_invalid"] += 1
@@ -138,7 +139,7 @@ class PusherSession(Session):
                 return
             self.counters[("in_" + event.replace(":", "_")) if event in _EVENTS else "in_invalid"] += 1
             if event == "pusher:ping":
-                conn.send(codec.PONG)
+                conn.send(events.PONG)
             elif event == "pusher:subscribe":
                 self._subscribe(conn, data)
             elif event == "pusher:unsubscribe":
@@ -154,7 +155,7 @@ class PusherSession(Session):
         self.counters["out_error"] += 1
         self.counters[f"errors_pusher_{code or 'bad_input'}"] += 1
         log.debug("pusher error", extra={"client": conn.id, "code": code, "reason": message})
-        conn.send(codec.error(code, message))
+        conn.send(events.error(code, message))
 
     def _subscribe(self, conn: Connection, data: Any) -> None:
         name = data.get("channel") if isinstance(data, dict) else None
@@ -181,7 +182,7 @@ class PusherSession(Session):
             self._refuse_subscription(conn, name, _Refused(kind, error.http_status, None, error.message))
 
     def _refuse_subscription(self, conn: Connection, name: str, refused: _Refused) -> None:
-        conn.queue(codec.subscription_error(name, refused.kind, refused.message, refused.status))
+        conn.queue(events.subscription_error(name, refused.kind, refused.message, refused.status))
         self._error(conn, refused.code, refused.message)
 
     def _authorise(self, conn: Connection, name: str, hub_name: str, data: dict) -> dict | None:
@@ -224,13 +225,13 @@ class PusherSession(Session):
 
     def _succeeded(self, name: str, hub_name: str) -> bytes:
         if not name.startswith(PRESENCE):
-            return codec.subscription_succeeded(name)
+            return events.subscription_succeeded(name)
         try:
             members = self.hub.presence(hub_name)
         except ProtocolError:  # the broker is away: this worker's members are all we know
             local = self.hub.channels.get(hub_name)
             members = local.member_list() if local is not None else []
-        return codec.subscription_succeeded(name, members)
+        return events.subscription_succeeded(name, members)
 
     def _unsubscribe(self, conn: Connection, data: Any) -> None:
         name = data.get("channel") if isinstance(data, dict) else None
@@ -247,7 +248,7 @@ class PusherSession(Session):
                 UNAUTHORIZED, "client events are accepted only on private- and presence- channels you subscribed to"
             )
         user = subscription.member["user"]
-        stored = codec.stored_data(data)
+        stored = events.stored_data(data)
         try:
             self.hub.publish(subscription.channel, stored, user, event=event, exclude=conn.id)
         except ProtocolError as error:

@@ -30,7 +30,7 @@ import orjson
 from gevent.event import Event
 
 from switchboard_server.protocols.pusher.apps import App, Apps
-from switchboard_server.protocols.pusher.codec import PRESENCE, wire_data
+from switchboard_server.protocols.pusher.events import PRESENCE, wire_data
 from switchboard_server.protocols.pusher.signing import sign
 
 log = logging.getLogger("switchboard.pusher.webhooks")

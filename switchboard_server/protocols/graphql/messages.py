@@ -110,13 +110,13 @@ def next_payload_tail(payload: bytes) -> bytes:
     return b',"type":"next","payload":' + payload + b"}"
 
 
-def next_frame(key: bytes, payload: bytes) -> bytes:
-    return encode_frame(b'{"id":' + key + next_payload_tail(payload))
+def next_frame(encoded_id: bytes, payload: bytes) -> bytes:
+    return encode_frame(b'{"id":' + encoded_id + next_payload_tail(payload))
 
 
-def error_frame(key: bytes, errors: list[dict]) -> bytes:
-    return encode_frame(b'{"id":' + key + b',"type":"error","payload":' + orjson.dumps(errors) + b"}")
+def error_frame(encoded_id: bytes, errors: list[dict]) -> bytes:
+    return encode_frame(b'{"id":' + encoded_id + b',"type":"error","payload":' + orjson.dumps(errors) + b"}")
 
 
-def complete_frame(key: bytes) -> bytes:
-    return encode_frame(b'{"id":' + key + b',"type":"complete"}')
+def complete_frame(encoded_id: bytes) -> bytes:
+    return encode_frame(b'{"id":' + encoded_id + b',"type":"complete"}')
