@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections import Counter
 from pathlib import Path
 
 from flask import Blueprint, Flask, Response, abort, g, jsonify, render_template, request, send_file, session
@@ -24,6 +25,9 @@ from switchboard_server import Switchboard
 BROWSER_CLIENT = Path(__file__).resolve().parents[2] / "static" / "switchboard.js"
 
 sb = Switchboard(url_prefix="/rt", protocols=("native", "graphql", "pusher", "echo"))
+# The paths the host's own hook saw, in this (single) worker: a handshake Switchboard's worker
+# answers before Flask never reaches it.
+HOOKED: Counter[str] = Counter()
 pages = Blueprint("pages", __name__)
 
 
@@ -44,6 +48,7 @@ def create_app() -> Flask:
 def tag_request() -> None:
     """The host's own hook: every request it serves gets a tag."""
     g.request_tag = secrets.token_hex(4)
+    HOOKED[request.path] += 1
 
 
 def add_headers(response: Response) -> Response:
@@ -107,3 +112,9 @@ def channel(name: str) -> Response:
 @pages.get("/assets/switchboard.js")
 def browser_client() -> Response:
     return send_file(BROWSER_CLIENT, mimetype="text/javascript")
+
+
+@pages.get("/hooked")
+def hooked() -> Response:
+    """How many requests the host's hook saw, by path."""
+    return jsonify(HOOKED)

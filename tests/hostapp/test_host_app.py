@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.cookiejar
 import json
 import shutil
+import socket
 import subprocess
 import time
 import urllib.error
@@ -163,6 +164,26 @@ def notify(visitor: Browsing, channel: str, text: str, event: str | None = None)
     status, _, body = visitor.form("/notify", **fields)
     assert status == 200, body
     return json.loads(body)["offset"]
+
+
+def test_a_whole_handshake_under_the_prefix_is_answered_before_flask(host):
+    """Switchboard's worker takes a whole, acceptable /rt/ws handshake itself; one it would refuse
+    goes through Gunicorn and Flask (and the host's hook) to the route, which answers 426."""
+    head = (
+        f"GET {PREFIX}/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: VERSION\r\n\r\n"
+    )
+    answers = []
+    for version in ("13", "8"):
+        with socket.create_connection(("127.0.0.1", host.port), timeout=10) as sock:
+            sock.sendall(head.replace("VERSION", version).encode())
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                answer += sock.recv(4096)
+            answers.append(answer.split(b"\r\n", 1)[0])
+    assert answers == [b"HTTP/1.1 101 Switching Protocols", b"HTTP/1.1 426 UPGRADE REQUIRED"]
+    hooked = json.loads(Browsing(host.url).request("GET", "/hooked")[2])
+    assert hooked.get(f"{PREFIX}/ws") == 1  # the refused one alone
 
 
 def test_the_python_client_hears_the_hosts_view_and_the_http_api(host):
