@@ -398,27 +398,40 @@ class Connection:
             raw.shutdown(socket.SHUT_WR)
         except OSError:
             return
-        buffer = bytearray(RECV_SIZE)
-        left = LINGER_BYTES
         event_loop = gevent.get_hub()
-        with gevent.Timeout(LINGER_TIME, False):
-            while left > 0:
+
+        def read_into(buffer: bytearray) -> int:
+            while True:
                 try:
-                    size = raw.recv_into(buffer)
+                    return raw.recv_into(buffer)
                 except BlockingIOError:
                     event_loop.wait(self._readable)
-                    continue
-                except OSError:
-                    return
-                if not size:
-                    return
-                left -= size
-                gevent.sleep(0)  # a peer that always has more must not hold the worker
+
+        discard_input(read_into)
 
     def start(self, run: Callable[[Connection], None]) -> None:
         """Run `run(self)` (a session's serve) as this connection's reader greenlet."""
         event_loop = gevent.get_hub()  # gevent's hub: its event loop's greenlet, not Switchboard's Hub
         event_loop.loop.run_callback(greenlet.greenlet(_run_reader, parent=event_loop).switch, run, self)
+
+
+def discard_input(read_into: Callable[[bytearray], int]) -> None:
+    """Read and drop a peer's input until its EOF, LINGER_BYTES or LINGER_TIME: the lingering part
+    of a lingering close, for a WebSocket (`Connection._linger`) and an HTTP connection alike
+    (transport/worker.py). It yields after each read, so a peer that always has more gets no more
+    of the worker than any other connection."""
+    buffer = bytearray(RECV_SIZE)
+    left = LINGER_BYTES
+    with gevent.Timeout(LINGER_TIME, False):
+        while left > 0:
+            try:
+                size = read_into(buffer)
+            except OSError:
+                return
+            if not size:
+                return
+            left -= size
+            gevent.sleep(0)
 
 
 def _run_reader(run: Callable[[Connection], None], conn: Connection) -> None:

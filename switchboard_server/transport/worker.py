@@ -31,7 +31,7 @@ from urllib.parse import parse_qsl
 import gevent
 from gunicorn.workers.ggevent import GeventWorker
 
-from switchboard_server.transport.connection import LINGER_BYTES, LINGER_TIME, RECV_SIZE
+from switchboard_server.transport.connection import discard_input
 from switchboard_server.transport.handshake import Refusal, adopt, check_upgrade, switching_protocols
 
 # A handshake's request head is a few hundred bytes; one this long is not a browser's.
@@ -178,18 +178,7 @@ def close_lingering(sock) -> None:
         sock.shutdown(socket.SHUT_WR)
     except OSError:
         return
-    buffer = bytearray(RECV_SIZE)
-    left = LINGER_BYTES
-    with gevent.Timeout(LINGER_TIME, False):
-        while left > 0:
-            try:
-                size = sock.recv_into(buffer)
-            except OSError:
-                return
-            if not size:
-                return
-            left -= size
-            gevent.sleep(0)  # a client that always has more must not hold the worker
+    discard_input(sock.recv_into)
 
 
 def _parse_head(data: bytes, paths: Collection[str]) -> tuple[str, str, dict[str, str], int] | None:

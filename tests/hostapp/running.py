@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
-from tests.integration.servers import API_KEY, GUNICORN, ROOT, TOKEN_SECRET, Endpoint, free_port
+from tests.integration.servers import API_KEY, GUNICORN, TOKEN_SECRET, Endpoint, Server, free_port
 from tests.pusher.backend import APPS
 
 HOST_APP = "tests.hostapp.host:create_app()"
@@ -30,8 +25,11 @@ class Mounted(Endpoint):
         return super().ws_url + PREFIX
 
 
-class HostServer:
-    """`gunicorn -k WORKER -b 127.0.0.1:PORT APP` from the repository root, with its output kept."""
+class HostServer(Server):
+    """`gunicorn -k WORKER -b 127.0.0.1:PORT APP` from the repository root, with its output kept;
+    ready once the host's own /me answers (the baseline has no /rt/healthz)."""
+
+    ready_path = "/me"
 
     def __init__(
         self,
@@ -40,50 +38,15 @@ class HostServer:
         app: str = HOST_APP,
         env: dict[str, str] | None = None,
     ) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.switchboard = Mounted(self.port)
-        self.log_path = tmp_path / f"host-{self.port}.log"
-        environment = {k: v for k, v in os.environ.items() if not k.startswith(("SWITCHBOARD_", "HOSTAPP_"))}
-        environment.update(SETTINGS)
-        environment.update(env or {})
-        self._log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(
-            [GUNICORN, "-k", worker, "-b", f"127.0.0.1:{self.port}", "--graceful-timeout", "10", app],
-            cwd=ROOT,
-            env=environment,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
+        port = free_port()
+        command = [GUNICORN, "-k", worker, "-b", f"127.0.0.1:{port}", "--graceful-timeout", "10", app]
+        super().__init__(tmp_path, {**SETTINGS, **(env or {})}, port=port, command=command)
+        self.switchboard = Mounted(port)
 
     def wait_ready(self, timeout: float = 20.0) -> HostServer:
-        """Wait until the host's own /me answers (the baseline has no /rt/healthz)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(self.url + "/me", timeout=1):
-                    return self
-            except OSError:
-                time.sleep(0.1)
-        raise TimeoutError(f"the host app did not answer /me:\n{self.log()}")
+        super().wait_ready(timeout)
+        return self
 
     def wait_exit(self, timeout: float = 30.0) -> int:
         """For a start that must fail: Gunicorn's exit status, once it has given up."""
         return self.process.wait(timeout)
-
-    def log(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, timeout: float = 15.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-        return self.process.returncode

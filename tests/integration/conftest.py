@@ -36,3 +36,11 @@ def start_server(tmp_path) -> Iterator[Callable[..., Server]]:
     yield start
     for instance in started:
         instance.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, on a free port, for tests that stop and start it."""
+    instance = RedisServer(tmp_path)
+    yield instance
+    instance.stop()

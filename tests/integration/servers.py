@@ -85,10 +85,21 @@ class Endpoint:
 
 
 class Server(Endpoint):
-    """A real `gunicorn -c gunicorn.conf.py wsgi:app` on a free port, with its log kept."""
+    """A real `gunicorn -c gunicorn.conf.py wsgi:app` on a free port, with its log kept.
+
+    `command` runs another Gunicorn command line instead (a host app's), and `ready_path` is what
+    `wait_ready` asks for until it answers.
+    """
+
+    ready_path = "/healthz"
 
     def __init__(
-        self, tmp_path: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = (), port: int | None = None
+        self,
+        tmp_path: Path,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+        port: int | None = None,
+        command: list[str] | None = None,
     ) -> None:
         super().__init__(port or free_port())
         self.log_path = tmp_path / f"gunicorn-{self.port}.log"
@@ -99,7 +110,7 @@ class Server(Endpoint):
         environment.update(env or {})
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
-            [GUNICORN, "-c", "gunicorn.conf.py", *args, "wsgi:app"],
+            command or [GUNICORN, "-c", "gunicorn.conf.py", *args, "wsgi:app"],
             cwd=ROOT,
             env=environment,
             stdout=self._log,
@@ -112,11 +123,11 @@ class Server(Endpoint):
             if self.process.poll() is not None:
                 raise RuntimeError(f"gunicorn exited with {self.process.returncode}:\n{self.log()}")
             try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=1):
+                with urllib.request.urlopen(self.url + self.ready_path, timeout=1):
                     return self
             except OSError:
                 time.sleep(0.1)
-        raise TimeoutError(f"gunicorn did not answer /healthz:\n{self.log()}")
+        raise TimeoutError(f"gunicorn did not answer {self.ready_path}:\n{self.log()}")
 
     def log(self) -> str:
         self._log.flush()

@@ -13,15 +13,8 @@ import time
 
 import pytest
 
-from tests.integration.servers import ROOT, Endpoint, RawSocket, RedisServer, free_port, masked_frame
+from tests.integration.servers import ROOT, Endpoint, RawSocket, free_port, masked_frame
 from tests.integration.test_metrics import scrape
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    instance = RedisServer(tmp_path)
-    yield instance
-    instance.stop()
 
 
 @pytest.fixture

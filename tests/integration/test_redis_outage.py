@@ -31,13 +31,6 @@ STORED_AFTER = 300
 
 
 @pytest.fixture
-def redis_server(tmp_path):
-    instance = RedisServer(tmp_path)
-    yield instance
-    instance.stop()
-
-
-@pytest.fixture
 def server(start_server, redis_server) -> Server:
     env = {
         "SWITCHBOARD_REDIS_URL": redis_server.url,

@@ -10,16 +10,8 @@ import pytest
 import redis
 
 from switchboard_server.brokers.pipeline import Pipeline, Script
-from tests.integration.servers import RedisServer
 
 FAILING = Script("return redis.call('INCR', KEYS[1])")
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    instance = RedisServer(tmp_path)
-    yield instance
-    instance.stop()
 
 
 @pytest.fixture
