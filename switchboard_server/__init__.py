@@ -15,6 +15,7 @@ __version__ = "0.2.0"
 _NAMES = {
     "Switchboard": "switchboard_server.extension",
     "Config": "switchboard_server.core.config",
+    "Refuse": "switchboard_server.core.hooks",
     "ProtocolError": "switchboard_server.core.errors",
     "Worker": "switchboard_server.transport.worker",
     "create_app": "switchboard_server.standalone",

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import orjson
 from flask import Blueprint, Flask, current_app, has_app_context
 
 from switchboard_server.core.config import PREFIX, Config
+from switchboard_server.core.hooks import Client, Connect, Hooks, Publish
 from switchboard_server.routes import api, graphql, health, ops, pusher, websocket
 from switchboard_server.state import PROTOCOLS, SwitchboardState
 
@@ -58,6 +59,10 @@ class Switchboard:
         self.api = api
         self._config = config
         self._settings = settings
+        # The application's functions on events, as registered; each app gets them wrapped in
+        # its own context (`_hooks_for`), the apps already set up included.
+        self._hooks = Hooks()
+        self._mounted: list[tuple[Flask, SwitchboardState]] = []
         # The app that serves calls made outside any app context (a background greenlet): the one
         # given here, or the first init_app's.
         self._app: Flask | None = None
@@ -82,6 +87,8 @@ class Switchboard:
         config = self.resolve_config(app)
         state = SwitchboardState(config, prefix, {"native", *self.protocols})
         app.extensions["switchboard"] = state
+        state.hub.hooks = self._hooks_for(app)
+        self._mounted.append((app, state))
         if self._app is None:
             self._app = app  # a factory's app serves calls from outside any app context too
         for blueprint in blueprints:
@@ -100,6 +107,89 @@ class Switchboard:
             if PREFIX + spec.name.upper() in app.config
         }
         return dataclasses.replace(config, **from_app, **dict(self._config or {}), **self._settings)
+
+    # -- the application's own code on events (docs/hooks.md) ---------------------------------
+
+    def on_connect(self, function: Callable[[Connect], dict | None]) -> Callable[[Connect], dict | None]:
+        """`function(connect)` decides who a `/ws` connection is, in a request context built from
+        its handshake (so `flask.session` reads the cookie): None keeps the token's identity,
+        `{"user", "info", "channels", "publish"}` replaces it, `Refuse("why")` turns it away."""
+        return self._register("connect", function)
+
+    def on_subscribe(self, function: Callable[[Client, str], Any]) -> Callable[[Client, str], Any]:
+        """`function(client, channel)`: False (or `Refuse`) refuses, a dict is the presence info
+        the client joins with, anything else allows; after the token's grants allowed it."""
+        return self._register("subscribe", function)
+
+    def on_publish(self, function: Callable | None = None, *, api: bool = False) -> Callable:
+        """`function(publish)` sees every client publish before it is stored (and the HTTP API's
+        with `api=True`): change `publish.data` in place, or raise `Refuse`."""
+
+        def register(function: Callable[[Publish], None]) -> Callable[[Publish], None]:
+            self._register("publish", function)
+            self._hooks.publish_api = api
+            self._refresh_hooks()
+            return function
+
+        return register(function) if function is not None else register
+
+    def on_disconnect(self, function: Callable[[Client, int], None]) -> Callable[[Client, int], None]:
+        """`function(client, close_code)`, once the connection is gone and its subscriptions undone."""
+        return self._register("disconnect", function)
+
+    def rpc(self, name: str) -> Callable[[Callable[[Client, Any], Any]], Callable[[Client, Any], Any]]:
+        """`@sb.rpc("name")`: `function(client, params)` answers the clients' `rpc` command by that
+        name; what it returns (JSON) is the reply's data, `Refuse` its error."""
+
+        def register(function: Callable[[Client, Any], Any]) -> Callable[[Client, Any], Any]:
+            if name in self._hooks.rpc:
+                raise ValueError(f"an RPC method {name!r} is registered already")
+            self._hooks.rpc[name] = function
+            self._refresh_hooks()
+            return function
+
+        return register
+
+    def _register(self, event: str, function: Callable) -> Callable:
+        if getattr(self._hooks, event) is not None:
+            raise ValueError(f"a {event} hook is registered already: one function per event")
+        setattr(self._hooks, event, function)
+        self._refresh_hooks()
+        return function
+
+    def _refresh_hooks(self) -> None:
+        for app, state in self._mounted:
+            state.hub.hooks = self._hooks_for(app)
+
+    def _hooks_for(self, app: Flask) -> Hooks:
+        """The registered functions, each run in `app`'s context (the connect hook in a request
+        context built from the handshake)."""
+        raw = self._hooks
+
+        def in_app(function: Callable | None) -> Callable | None:
+            if function is None:
+                return None
+
+            def run(*args: Any) -> Any:
+                with app.app_context():
+                    return function(*args)
+
+            return run
+
+        def connect(event: Connect) -> dict | None:
+            with app.test_request_context(
+                event.path, headers=event.headers, query_string=event.args, environ_base={"REMOTE_ADDR": event.address}
+            ):
+                return raw.connect(event)
+
+        return Hooks(
+            connect=connect if raw.connect is not None else None,
+            subscribe=in_app(raw.subscribe),
+            publish=in_app(raw.publish),
+            publish_api=raw.publish_api,
+            disconnect=in_app(raw.disconnect),
+            rpc={name: in_app(function) for name, function in raw.rpc.items()},
+        )
 
     # -- what a view, a CLI command or a background greenlet may call ------------------------
 

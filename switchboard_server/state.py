@@ -19,11 +19,12 @@ from switchboard_server.protocols.graphql import GraphQLServer
 from switchboard_server.protocols.native.session import NativeSession
 from switchboard_server.protocols.pusher.service import PusherService
 from switchboard_server.transport.connection import Connection
+from switchboard_server.transport.handshake import Handshake
 
 PROTOCOLS = ("native", "echo", "graphql", "pusher")
 
-# How a WebSocket path decides a handshake from plain values: (token, address) -> (run, identity).
-Entry = Callable[[str | None, str], tuple[Callable[[Connection], None], Identity]]
+# How a WebSocket path decides a handshake from plain values: -> (run, identity).
+Entry = Callable[[Handshake], tuple[Callable[[Connection], None], Identity]]
 
 
 class SwitchboardState:
@@ -47,7 +48,7 @@ class SwitchboardState:
         if "echo" in self.protocols:
             self.fast_paths[url_prefix + "/ws/echo"] = self._echo_entry
 
-    def _echo_entry(self, token: str | None, address: str) -> tuple[Callable[[Connection], None], Identity]:
+    def _echo_entry(self, handshake: Handshake) -> tuple[Callable[[Connection], None], Identity]:
         return self.echo.serve, ANONYMOUS
 
     def shutdown(self, timeout: float = 5.0) -> None:

@@ -30,6 +30,7 @@ from switchboard_server.core.codecs import Announcement, Codec, Gap, Publication
 from switchboard_server.core.config import Config
 from switchboard_server.core.envelope import message_parts, validate_channel
 from switchboard_server.core.errors import ProtocolError
+from switchboard_server.core.hooks import Hooks, Publish, Refuse, client_of
 from switchboard_server.core.limits import TokenBucket
 from switchboard_server.core.session import Session
 from switchboard_server.transport.connection import Connection, Flusher
@@ -122,6 +123,8 @@ class Hub:
         self.connections: dict[str, Connection] = {}
         self._per_address: dict[str, int] = {}
         self.counters: Counter[str] = Counter()
+        # The application's own functions on events (the extension fills it in).
+        self.hooks = Hooks()
         self.flusher = Flusher()
         self._turns = Turns(SUBSCRIBES_PER_TURN)
         self._maintenance: gevent.Greenlet | None = None
@@ -211,6 +214,11 @@ class Hub:
             self.unsubscribe(conn, sub_id)
         if conn.session is not None:
             conn.session.closed(conn)
+        if self.hooks.disconnect is not None:
+            try:
+                self.hooks.call("disconnect", self.hooks.disconnect, client_of(conn), conn.close_code or 1006)
+            except ProtocolError:
+                pass  # refused or failed (logged): the connection is gone either way
         self.counters["connections_closed"] += 1
         # No close frame at all is 1006 (RFC 6455 7.1.5); application codes share one label.
         code = conn.close_code or 1006
@@ -264,7 +272,7 @@ class Hub:
         Returns the result, or None if the connection went away while the broker answered.
         """
         self._turns.take()
-        self.check_subscribe(conn, name)
+        info = self.check_subscribe(conn, name)
         if admit is not None:
             admit()
         channel = self.channels.get(name)
@@ -292,7 +300,7 @@ class Hub:
         if epoch is not None and epoch != history.epoch:
             history.entries = []  # offsets of another epoch mean nothing here
         # Be a member before the reply, so whoever hears the reply can see us.
-        member = member or {"user": conn.user, "info": conn.info}
+        member = member or {"user": conn.user, "info": conn.info if info is None else info}
         if channel.add_member(member["user"], member["info"]):
             self.broker.join(name, member, conn.id)
         result = {"epoch": history.epoch, "offset": history.offset, "recovered": recovered}
@@ -320,8 +328,11 @@ class Hub:
         self.broker.count(name)
         return result
 
-    def check_subscribe(self, conn: Connection, name: str) -> None:
-        """Refuse a subscription the connection may not have (before any state is touched)."""
+    def check_subscribe(self, conn: Connection, name: str) -> dict | None:
+        """Refuse a subscription the connection may not have (before any state is touched).
+
+        The application's subscribe hook decides last: False refuses, a dict is the presence info
+        the connection joins the channel with (returned), anything else allows."""
         validate_channel(name)
         if len(conn.subscriptions) >= self.config.max_subscriptions:
             raise ProtocolError(
@@ -331,6 +342,13 @@ class Hub:
             raise ProtocolError(
                 "forbidden", f"{name!r} is a protected channel: it needs a grant in your token or a subscription token"
             )
+        hook = self.hooks.subscribe
+        if hook is None:
+            return None
+        allowed = self.hooks.call("subscribe", hook, client_of(conn), name)
+        if allowed is False:
+            raise Refuse(f"the server refused the subscription to {name!r}")
+        return allowed if isinstance(allowed, dict) else None
 
     def unsubscribe(self, conn: Connection, sub_id: Any) -> bool:
         """End one of the connection's subscriptions; False if it had none under `sub_id`."""
@@ -378,19 +396,25 @@ class Hub:
         idempotency_key: str | None = None,
         event: str | None = None,
         exclude: str = "",
+        *,
+        by: Connection | None = None,
+        api: bool = False,
     ) -> int:
         """Store and fan out one message everywhere; returns its offset. Never blocks on a subscriber.
 
         A publish with an `idempotency_key` that the channel saw within the idempotency window
         delivers nothing and returns the first one's offset: a caller may retry without fear.
         `event` names the message (Pusher's event names); `exclude` is a connection id that is
-        not sent this message (Pusher's `socket_id`, and a client event's sender).
+        not sent this message (Pusher's `socket_id`, and a client event's sender). `by` is the
+        publishing connection, `api` says the HTTP API publishes: the publish hook sees the first
+        always, the second where the application asked.
         """
-        head, tail = message_parts(validate_channel(name), data, sender, event)
+        data = self._publish_hook(validate_channel(name), data, event, by, api)
+        head, tail = message_parts(name, data, sender, event)
         return self.broker.publish(name, head, tail, idempotency_key, exclude)
 
     def publish_many(
-        self, requests: list[tuple[str, Any, str | None, str | None, str | None]]
+        self, requests: list[tuple[str, Any, str | None, str | None, str | None]], by: Connection | None = None
     ) -> list[int | ProtocolError]:
         """`publish` for each (channel, data, sender, idempotency key, event), in order, sent to the broker together:
         a client's run of publishes costs one Redis round trip, not one each. Each result is the
@@ -399,7 +423,8 @@ class Hub:
         messages, slots = [], []
         for name, data, sender, idempotency_key, event in requests:
             try:
-                head, tail = message_parts(validate_channel(name), data, sender, event)
+                data = self._publish_hook(validate_channel(name), data, event, by, False)
+                head, tail = message_parts(name, data, sender, event)
             except ProtocolError as error:
                 results.append(error)
                 continue
@@ -409,6 +434,15 @@ class Hub:
         for slot, offset in zip(slots, self.broker.publish_many(messages), strict=True):
             results[slot] = offset
         return results
+
+    def _publish_hook(self, name: str, data: Any, event: str | None, by: Connection | None, api: bool) -> Any:
+        """The data to store, once the application's publish hook has seen (and maybe changed) it."""
+        hook = self.hooks.publish
+        if hook is None or (by is None and not (api and self.hooks.publish_api)):
+            return data
+        publish = Publish(name, data, event, client_of(by) if by is not None else None)
+        self.hooks.call("publish", hook, publish)
+        return publish.data
 
     def deliver(self, name: str, offset: int, payload: bytes, exclude: str = "") -> None:
         """A message for local subscribers, from the broker: framed once per codec, queued for each."""

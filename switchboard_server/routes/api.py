@@ -105,7 +105,7 @@ def publish():
     idempotency_key = validate_idempotency_key(body.get("idempotency_key"))
     event = validate_event(body.get("event"))
     hub = current_hub()
-    offset = hub.publish(body["channel"], body["data"], idempotency_key=idempotency_key, event=event)
+    offset = hub.publish(body["channel"], body["data"], idempotency_key=idempotency_key, event=event, api=True)
     hub.counters["publishes_http"] += 1
     return _json({"channel": body["channel"], "offset": offset})
 

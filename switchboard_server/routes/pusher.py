@@ -162,7 +162,7 @@ def _publish(app: App, events: list[tuple[list[str], str, object, str]]) -> None
     hub = current_hub()
     for hub_channels, name, data, socket_id in events:
         for hub_name in hub_channels:
-            hub.publish(hub_name, data, event=name, exclude=socket_id)
+            hub.publish(hub_name, data, event=name, exclude=socket_id, api=True)
             hub.counters["publishes_pusher_http"] += 1
 
 

@@ -26,7 +26,14 @@ from switchboard_server.routes import current_hub, current_state
 from switchboard_server.routes.blueprint import blueprint
 from switchboard_server.routes.errors import error_response
 from switchboard_server.transport.connection import Connection
-from switchboard_server.transport.handshake import Refusal, adopt, check_upgrade, log_refusal, switching_protocols
+from switchboard_server.transport.handshake import (
+    Handshake,
+    Refusal,
+    adopt,
+    check_upgrade,
+    log_refusal,
+    switching_protocols,
+)
 
 bp = blueprint("websocket", __name__)
 echo_bp = blueprint("echo", __name__)  # mounted only when the echo protocol is enabled
@@ -46,7 +53,7 @@ class _SocketTakenOver(Response):
 @bp.route("/ws", websocket=True)
 def websocket():
     try:
-        run, identity = current_state().native.entry(request.args.get("token"), request.remote_addr or "")
+        run, identity = current_state().native.entry(handshake())
     except Refusal as refusal:
         return _refuse(refusal)
     return upgrade(run, identity)
@@ -55,6 +62,12 @@ def websocket():
 @echo_bp.route("/ws/echo", websocket=True)
 def echo():
     return upgrade(current_state().echo.serve, ANONYMOUS)
+
+
+def handshake() -> Handshake:
+    """This request's handshake as plain values, as the Gunicorn worker would have read it."""
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    return Handshake(request.path, request.args.to_dict(), headers, request.remote_addr or "")
 
 
 def _refuse(refusal: Refusal) -> Response:

@@ -14,11 +14,23 @@ import logging
 import socket
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from switchboard_server.transport.connection import Connection
 from switchboard_server.transport.frames import accept_key
 
 log = logging.getLogger("switchboard.handshake")
+
+
+@dataclass(frozen=True)
+class Handshake:
+    """A WebSocket handshake as plain values, however it arrived (Flask's request, or the worker's
+    own parse of the head): what a protocol's entry decides on. Header names are lower-case."""
+
+    path: str
+    args: dict[str, str]
+    headers: dict[str, str]
+    address: str
 
 
 class Refusal(Exception):

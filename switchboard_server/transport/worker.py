@@ -32,7 +32,7 @@ import gevent
 from gunicorn.workers.ggevent import GeventWorker
 
 from switchboard_server.transport.connection import discard_input
-from switchboard_server.transport.handshake import Refusal, adopt, check_upgrade, switching_protocols
+from switchboard_server.transport.handshake import Handshake, Refusal, adopt, check_upgrade, switching_protocols
 
 # A handshake's request head is a few hundred bytes; one this long is not a browser's.
 MAX_HEAD = 8192
@@ -141,8 +141,7 @@ class FastPath:
         hub = self._state.hub
         try:
             ws_key = check_upgrade(hub.config.allowed_origins, lambda name: headers.get(name.lower(), ""))
-            token = next((value for name, value in parse_qsl(query) if name == "token"), None)
-            run, identity = entry(token, address)
+            run, identity = entry(Handshake(path, dict(parse_qsl(query)), headers, address))
         except Refusal:  # the route answers it, with its status and its log line
             return False
         while size:  # what was peeked is all in the socket's buffer: take exactly the head

@@ -23,6 +23,7 @@ from switchboard_server.core.errors import ProtocolError
 
 if TYPE_CHECKING:
     from switchboard_server.core.hub import Hub
+    from switchboard_server.transport.connection import Connection
 
 SDL = '''
 "Any JSON value: a message's data, a member's info."
@@ -119,6 +120,8 @@ class Caller:
     user: str | None
     grants: Grants
     trusted: bool = False
+    # The WebSocket the operation came on (None over HTTP): a publish there is the client's.
+    conn: Connection | None = None
 
     def check_read(self, channel: str) -> str:
         """A protected channel's history or members need the grant its messages need."""
@@ -204,7 +207,7 @@ def _publish(
     hub = caller.hub
     if not caller.trusted and not caller.grants.may_publish(channel, hub.config.client_publish):
         raise ProtocolError("forbidden", f"clients may not publish on {channel!r}")
-    offset = hub.publish(channel, data, caller.user, idempotency_key, event)
+    offset = hub.publish(channel, data, caller.user, idempotency_key, event, by=caller.conn, api=caller.conn is None)
     hub.counters["publishes_graphql"] += 1
     return {"channel": channel, "offset": offset}
 

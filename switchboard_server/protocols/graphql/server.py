@@ -54,7 +54,7 @@ class GraphQLServer:
         self._feeds: weakref.WeakValueDictionary[tuple, MessagesFeed | PresenceFeed] = weakref.WeakValueDictionary()
 
     def caller(self, conn: Connection) -> Caller:
-        return Caller(self.hub, conn.user, conn.grants)
+        return Caller(self.hub, conn.user, conn.grants, conn=conn)
 
     def http_caller(self, authorization: str) -> Caller:
         """The API key is trusted; a connection token is its user; no token is anonymous, where allowed."""

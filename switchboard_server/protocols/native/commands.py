@@ -15,15 +15,17 @@ from switchboard_server.core.envelope import validate_channel, validate_event, v
 from switchboard_server.core.errors import ProtocolError
 from switchboard_server.transport.frames import encode_frame
 
-COMMAND_TYPES = ("subscribe", "unsubscribe", "publish", "presence", "ping", "refresh")
+COMMAND_TYPES = ("subscribe", "unsubscribe", "publish", "presence", "ping", "refresh", "rpc")
+# An RPC method's name, as the application registered it; bounded like a channel name.
+MAX_METHOD = 128
 
 
 class Command:
     """A validated client command. `since`/`epoch` only for subscribe; `data`,
     `idempotency_key` and `event` only for publish; `token` for refresh and for a subscription
-    token on subscribe."""
+    token on subscribe; `method` and `data` (its params) for rpc."""
 
-    __slots__ = ("type", "id", "channel", "data", "since", "epoch", "token", "idempotency_key", "event")
+    __slots__ = ("type", "id", "channel", "data", "since", "epoch", "token", "idempotency_key", "event", "method")
 
     def __init__(
         self,
@@ -36,6 +38,7 @@ class Command:
         token: str | None = None,
         idempotency_key: str | None = None,
         event: str | None = None,
+        method: str | None = None,
     ):
         self.type = type
         self.id = id
@@ -46,6 +49,7 @@ class Command:
         self.token = token
         self.idempotency_key = idempotency_key
         self.event = event
+        self.method = method
 
 
 def parse_command(payload: bytes | str) -> Command:
@@ -66,7 +70,10 @@ def parse_command(payload: bytes | str) -> Command:
             raise ProtocolError(
                 "bad_command", f"unknown command type {kind!r}; expected one of {', '.join(COMMAND_TYPES)}"
             )
-        channel = None if kind in ("ping", "refresh") else validate_channel(message.get("channel"))
+        channel = None if kind in ("ping", "refresh", "rpc") else validate_channel(message.get("channel"))
+        method = message.get("method")
+        if kind == "rpc" and (not isinstance(method, str) or not 1 <= len(method) <= MAX_METHOD):
+            raise ProtocolError("bad_command", f'rpc needs "method", a string of 1 to {MAX_METHOD} characters')
         token = message.get("token")
         if (token is not None or kind == "refresh") and not isinstance(token, str):
             raise ProtocolError("bad_command", '"token" must be a string')
@@ -83,7 +90,8 @@ def parse_command(payload: bytes | str) -> Command:
     except ProtocolError as error:
         error.id = command_id
         raise
-    return Command(kind, command_id, channel, message.get("data"), since, epoch, token, idempotency_key, event)
+    data = message.get("params") if kind == "rpc" else message.get("data")
+    return Command(kind, command_id, channel, data, since, epoch, token, idempotency_key, event, method)
 
 
 def _frame(value: dict) -> bytes:

@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING
 from switchboard_server.core.auth import ANONYMOUS, Identity
 from switchboard_server.core.channels import PRESENCE_PREFIX, pushes_members
 from switchboard_server.core.errors import ProtocolError
+from switchboard_server.core.hooks import Connect, client_of, identity_from_hook
 from switchboard_server.core.session import Session
 from switchboard_server.protocols.native import commands
 from switchboard_server.protocols.native.codec import NATIVE
 from switchboard_server.protocols.native.commands import Command
 from switchboard_server.transport.connection import Connection, check_text
 from switchboard_server.transport.frames import CLOSE_POLICY_VIOLATION, OP_TEXT
-from switchboard_server.transport.handshake import Refusal, log_refusal
+from switchboard_server.transport.handshake import Handshake, Refusal, log_refusal
 
 if TYPE_CHECKING:
     from switchboard_server.core.codecs import Gap
@@ -47,23 +48,40 @@ class NativeSession(Session):
         self.counters["out_welcome"] += 1
         self.hub.serve(conn, self)
 
-    def entry(self, token: str | None, address: str) -> tuple[Callable[[Connection], None], Identity]:
-        """How a `/ws` handshake will run: served, or told after the upgrade that its token is bad.
+    def entry(self, handshake: Handshake) -> tuple[Callable[[Connection], None], Identity]:
+        """How a `/ws` handshake will run: served, or told after the upgrade why it may not stay.
 
-        Connection limits refuse before the upgrade (`Refusal`, with a status). Plain values in,
-        so the Flask route and the Gunicorn worker's fast path decide alike.
+        Connection limits refuse before the upgrade (`Refusal`, with a status). A bad token and the
+        application's connect hook refusing are told after it, since browsers cannot read a refused
+        handshake. Plain values in, so the Flask route and the Gunicorn worker's fast path decide alike.
         """
+        address = handshake.address
         identity = ANONYMOUS
         try:
+            token = handshake.args.get("token")
             if token is not None:
                 identity = self.hub.tokens.verify(token)
+            identity = self._connect_hook(handshake, identity)
             self.hub.admit(identity, address)
         except ProtocolError as error:
-            if error.code != "unauthorized":
+            if error.code not in ("unauthorized", "forbidden", "internal"):
                 raise Refusal(error.code, error.message, error.http_status) from None
             log_refusal(self.counters, address, error.code, error.message)
             return partial(self.refuse, error=error), identity
         return self.serve, identity
+
+    def _connect_hook(self, handshake: Handshake, identity: Identity) -> Identity:
+        """Who the application's connect hook says the connection is: None keeps the token's."""
+        hook = self.hub.hooks.connect
+        if hook is None:
+            return identity
+        event = Connect(
+            handshake.path, handshake.headers, handshake.args, handshake.address, identity.user, identity.info
+        )
+        decided = self.hub.hooks.call("connect", hook, event)
+        if decided is None:
+            return identity
+        return identity_from_hook(decided, identity)
 
     def refuse(self, conn: Connection, error: ProtocolError) -> None:
         """Tell a client why it may not stay (say, an expired token), then close with 1008."""
@@ -198,7 +216,9 @@ class NativeSession(Session):
         }
         allowed = [c for i, c in enumerate(publishes) if i not in refused]
         offsets = iter(
-            self.hub.publish_many([(c.channel, c.data, conn.user, c.idempotency_key, c.event) for c in allowed])
+            self.hub.publish_many(
+                [(c.channel, c.data, conn.user, c.idempotency_key, c.event) for c in allowed], by=conn
+            )
         )
         for i, command in enumerate(publishes):
             result = refused.get(i) or next(offsets)
@@ -213,6 +233,20 @@ class NativeSession(Session):
     def _on_presence(self, conn: Connection, command: Command) -> None:
         members = self.hub.presence(command.channel)
         conn.send(commands.reply_frame(command.id, {"channel": command.channel, "members": members}))
+
+    def _on_rpc(self, conn: Connection, command: Command) -> None:
+        """Call the application's function by name, in this connection's greenlet; its result is
+        the reply's `data`."""
+        function = self.hub.hooks.rpc.get(command.method)
+        if function is None:
+            raise ProtocolError("not_found", f"no RPC method {command.method[:64]!r} on this server")
+        result = self.hub.hooks.call(f"rpc {command.method!r}", function, client_of(conn), command.data)
+        try:
+            frame = commands.reply_frame(command.id, {"data": result})
+        except TypeError:  # orjson's JSONEncodeError
+            log.error("RPC method %r returned %r, which is not JSON", command.method, type(result).__name__)
+            raise ProtocolError("internal", f"the server's rpc {command.method!r} hook failed") from None
+        conn.send(frame)
 
     def _on_ping(self, conn: Connection, command: Command) -> None:
         conn.send(commands.reply_frame(command.id, {"pong": True}))

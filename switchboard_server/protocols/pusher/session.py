@@ -250,7 +250,7 @@ class PusherSession(Session):
         user = subscription.member["user"]
         stored = events.stored_data(data)
         try:
-            self.hub.publish(subscription.channel, stored, user, event=event, exclude=conn.id)
+            self.hub.publish(subscription.channel, stored, user, event=event, exclude=conn.id, by=conn)
         except ProtocolError as error:
             raise PusherError(None, error.message) from None
         self.counters["publishes_pusher_client"] += 1

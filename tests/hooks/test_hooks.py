@@ -1,0 +1,180 @@
+"""The application's own code on every event, through real clients against a real Gunicorn.
+
+tests/hooks/app.py registers a connect hook reading Flask's session, a subscribe hook, a publish
+hook that refuses and rewrites, a disconnect hook and RPC methods; each test drives one of them as
+a client would, and checks that a hook that fails costs only its own answer.
+"""
+
+from __future__ import annotations
+
+import http.cookiejar
+import json
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from websockets.sync.client import ClientConnection, connect
+
+from tests.hostapp.running import HostServer
+
+APP = "tests.hooks.app:create_app()"
+
+
+class HooksServer(HostServer):
+    ready_path = "/rt/healthz"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HooksServer]:
+    instance = HooksServer(tmp_path_factory.mktemp("hooks"), app=APP).wait_ready()
+    yield instance
+    instance.stop()
+
+
+def open_socket(server: HooksServer, query: str = "", cookie: str | None = None) -> ClientConnection:
+    headers = {"Cookie": cookie} if cookie else None
+    return connect(f"{server.switchboard.ws_url}/ws{query}", additional_headers=headers, open_timeout=10)
+
+
+def next_of(ws: ClientConnection, kind: str, command_id: object = None) -> dict:
+    """The next frame of `kind` (and `id`, if given), skipping others."""
+    while True:
+        frame = json.loads(ws.recv(timeout=15))
+        if frame["type"] == kind and (command_id is None or frame.get("id") == command_id):
+            return frame
+
+
+def command(ws: ClientConnection, **fields) -> None:
+    ws.send(json.dumps(fields))
+
+
+def answer(ws: ClientConnection, command_id: int) -> dict:
+    """The reply or error to the command with `command_id`."""
+    while True:
+        frame = json.loads(ws.recv(timeout=15))
+        if frame["type"] in ("reply", "error") and frame.get("id") == command_id:
+            return frame
+
+
+def test_the_connect_hook_reads_the_flask_session(server):
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    opener.open(server.url + "/login", data=urllib.parse.urlencode({"name": "ann"}).encode(), timeout=10)
+    cookie = "; ".join(f"{c.name}={c.value}" for c in jar)
+    with open_socket(server, cookie=cookie) as ws:
+        welcome = next_of(ws, "welcome")
+    assert (welcome["user"], welcome["info"]) == ("ann", {"via": "session"})
+    with open_socket(server) as ws:  # no session: the hook keeps the (anonymous) identity
+        assert next_of(ws, "welcome")["info"] is None
+
+
+@pytest.mark.parametrize(
+    ("query", "code", "message"),
+    [
+        ("?deny=1", "forbidden", "this server does not want you today"),
+        ("?broken=1", "internal", "the server's connect hook failed"),
+        ("?wrong=1", "internal", "the server's connect hook failed"),
+    ],
+)
+def test_a_connect_hook_that_refuses_or_fails_is_told_to_the_client_alone(server, query, code, message):
+    with open_socket(server, query) as ws:
+        error = next_of(ws, "error")
+        assert (error["code"], error["message"]) == (code, message)
+    with open_socket(server) as ws:  # the next client is served as usual
+        assert next_of(ws, "welcome")["type"] == "welcome"
+    log = server.log()
+    if query == "?broken=1":
+        assert "the application's connect hook failed" in log and "RuntimeError: a bug in the connect hook" in log
+    if query == "?wrong=1":
+        assert "it must return None or a dict with a non-empty 'user'" in log
+
+
+def test_the_subscribe_hook_refuses_and_sets_presence_info(server):
+    with open_socket(server, "?token=" + server.switchboard.token("ann")) as ws:
+        next_of(ws, "welcome")
+        command(ws, type="subscribe", channel="staff-room", id=1)
+        refused = answer(ws, 1)
+        assert (refused["type"], refused["code"]) == ("error", "forbidden")
+        command(ws, type="subscribe", channel="presence-hall", id=2)
+        assert answer(ws, 2)["type"] == "reply"
+        command(ws, type="presence", channel="presence-hall", id=3)
+        members = answer(ws, 3)["result"]["members"]
+    assert [member["info"] for member in members] == [{"role": "member"}]
+
+
+def test_the_publish_hook_rewrites_refuses_and_survives_its_own_bug(server):
+    with open_socket(server) as listener, open_socket(server) as writer:
+        next_of(listener, "welcome")
+        next_of(writer, "welcome")
+        command(listener, type="subscribe", channel="chat", id=1)
+        answer(listener, 1)
+        command(writer, type="publish", channel="chat", data={"text": "   "}, id=1)
+        empty = answer(writer, 1)
+        assert (empty["code"], empty["message"]) == ("bad_request", "empty messages are not published")
+        command(writer, type="publish", channel="chat", data={"text": "crash"}, id=2)
+        assert answer(writer, 2)["code"] == "internal"
+        command(writer, type="publish", channel="chat", data={"text": "  hello "}, id=3)
+        assert answer(writer, 3)["type"] == "reply"
+        status, _ = server.switchboard.api("POST", "/api/publish", {"channel": "chat", "data": {"text": " api "}})
+        assert status == 200
+        first, second = next_of(listener, "message"), next_of(listener, "message")
+    # Nothing refused or failed reached the channel; what was published, the hook rewrote.
+    assert first["data"] == {"text": "hello", "checked": True}
+    assert second["data"] == {"text": "api", "checked": True}
+    assert "ValueError: a bug in the publish hook" in server.log()
+
+
+def test_rpc_methods_answer_and_a_failing_one_costs_only_its_own_reply(server):
+    with open_socket(server) as ws:
+        user = next_of(ws, "welcome")["user"]
+        command(ws, type="rpc", method="add", params={"a": 1, "b": 2}, id=1)
+        assert answer(ws, 1)["result"] == {"data": {"sum": 3, "for": user}}
+        command(ws, type="rpc", method="nope", id=2)
+        assert answer(ws, 2)["code"] == "not_found"
+        command(ws, type="rpc", method="boom", id=3)
+        assert answer(ws, 3)["code"] == "internal"
+        command(ws, type="rpc", method="not_json", id=4)
+        assert answer(ws, 4)["code"] == "internal"
+        command(ws, type="rpc", id=5)
+        assert answer(ws, 5)["code"] == "bad_command"
+        command(ws, type="ping", id=6)
+        assert answer(ws, 6)["result"] == {"pong": True}
+
+
+def test_a_slow_rpc_holds_its_own_connection_only(server):
+    with open_socket(server) as slow, open_socket(server) as other, open_socket(server) as listener:
+        for ws in (slow, other, listener):
+            next_of(ws, "welcome")
+        command(listener, type="subscribe", channel="busy", id=1)
+        answer(listener, 1)
+        command(slow, type="rpc", method="slow", params=2, id=1)
+        command(other, type="publish", channel="busy", data="meanwhile", id=1)
+        assert answer(other, 1)["type"] == "reply"
+        assert next_of(listener, "message")["data"] == "meanwhile"
+        # The slow call was still running while the others were served; it answers afterwards.
+        assert answer(slow, 1)["result"] == {"data": "done"}
+
+
+def test_the_disconnect_hook_hears_each_close(server):
+    with open_socket(server) as ws:
+        user = next_of(ws, "welcome")["user"]
+    deadline = time.monotonic() + 10
+    while True:
+        seen = json.loads(urllib.request.urlopen(server.url + "/disconnects", timeout=5).read())
+        if {"user": user, "code": 1000} in seen:
+            break
+        assert time.monotonic() < deadline, seen
+        time.sleep(0.05)
+
+
+def test_the_app_without_gevent_patching_still_refuses_to_start(tmp_path: Path):
+    """The hooks module imports nothing that would start Switchboard before the worker patches."""
+    server = HooksServer(tmp_path, app=APP, worker="sync")
+    try:
+        assert server.wait_exit() != 0
+        assert "Switchboard needs gevent" in server.log()
+    finally:
+        server.stop()
