@@ -107,6 +107,15 @@ class Client {
     return (await this._command({ type: "presence", channel })).members;
   }
 
+  /**
+   * Call the server's RPC method `method` with `params` (any JSON); resolves with its result,
+   * rejects with a SwitchboardError (`forbidden`, `internal`, `not_found`, `disconnected`: it may
+   * have run) as the server or the connection answered.
+   */
+  async rpc(method, params = null) {
+    return (await this._command({ type: "rpc", method, params })).data;
+  }
+
   /** Stop for good: close the socket, stop retrying, reject whatever is still waiting. */
   close() {
     if (this._closed) return;

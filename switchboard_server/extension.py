@@ -137,6 +137,16 @@ class Switchboard:
         """`function(client, close_code)`, once the connection is gone and its subscriptions undone."""
         return self._register("disconnect", function)
 
+    def on_join(self, function: Callable[[str, dict], None]) -> Callable[[str, dict], None]:
+        """`function(channel, member)` after a user's first subscription to a channel anywhere in
+        the cluster (once, on one worker), in a greenlet of its own."""
+        return self._register("join", function)
+
+    def on_leave(self, function: Callable[[str, dict], None]) -> Callable[[str, dict], None]:
+        """`function(channel, member)` after a user's last subscription to a channel anywhere in
+        the cluster ended (once; with Redis, within SWITCHBOARD_PRESENCE_TTL for a dead worker's)."""
+        return self._register("leave", function)
+
     def rpc(self, name: str) -> Callable[[Callable[[Client, Any], Any]], Callable[[Client, Any], Any]]:
         """`@sb.rpc("name")`: `function(client, params)` answers the clients' `rpc` command by that
         name; what it returns (JSON) is the reply's data, `Refuse` its error."""
@@ -188,6 +198,8 @@ class Switchboard:
             publish=in_app(raw.publish),
             publish_api=raw.publish_api,
             disconnect=in_app(raw.disconnect),
+            join=in_app(raw.join),
+            leave=in_app(raw.leave),
             rpc={name: in_app(function) for name, function in raw.rpc.items()},
         )
 

@@ -170,6 +170,11 @@ class Client:
         members = (await self._result(command, timeout, f"presence of {channel!r}"))["members"]
         return [Member(member["user"], member.get("info")) for member in members]
 
+    async def rpc(self, method: str, params: Any = None, timeout: float | None = None) -> Any:
+        """As the sync client's `rpc`: the method's result, or its error raised."""
+        self._check_open()
+        return (await self._result(self._session.rpc(method, params), timeout, f"rpc {method!r}"))["data"]
+
     async def ping(self, timeout: float | None = None) -> None:
         self._check_open()
         await self._result(self._session.ping(), timeout, "ping")

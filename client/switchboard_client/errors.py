@@ -120,6 +120,13 @@ class TooLargeError(SwitchboardError):
     code = "too_large"
 
 
+class InternalError(SwitchboardError):
+    """The server's own code failed on this request (an application hook or RPC method raised):
+    the server logged it; the connection goes on (HTTP 500)."""
+
+    code = "internal"
+
+
 # -- the client's own ----------------------------------------------------------------------------
 
 
@@ -196,6 +203,7 @@ _BY_CODE = {
         ServerFullError,
         UnavailableError,
         TooLargeError,
+        InternalError,
     )
 }
 

@@ -22,7 +22,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from switchboard_client.errors import RecoveryError, SwitchboardError, TooLargeError, error_for
+from switchboard_client.errors import ConnectionFailed, RecoveryError, SwitchboardError, TooLargeError, error_for
 
 # Close code for a message over the server's size limit (docs/protocol.md).
 CLOSE_TOO_BIG = 1009
@@ -245,6 +245,10 @@ class Session:
     def ping(self) -> Command:
         return self._command("ping", {"type": "ping"})
 
+    def rpc(self, method: str, params: Any = None) -> Command:
+        """Call the server's RPC method `method` with `params` (any JSON)."""
+        return self._command("rpc", {"type": "rpc", "method": method, "params": params})
+
     def refresh(self, token: str) -> Command:
         return self._command("refresh", {"type": "refresh", "token": token})
 
@@ -306,6 +310,13 @@ class Session:
                 # starts with a fresh token anyway.
                 del self.pending[command.id]
                 command.settle({})
+                settled.append(command)
+            elif command.type == "rpc" and command.sent:
+                # An RPC may have run: sending it again could run it twice. The caller decides.
+                del self.pending[command.id]
+                command.settle(
+                    error=ConnectionFailed("the connection ended before the RPC was answered: it may have run")
+                )
                 settled.append(command)
             else:
                 command.sent = False

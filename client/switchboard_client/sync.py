@@ -189,6 +189,19 @@ class Client:
         members = self._result(command, timeout, f"presence of {channel!r}")["members"]
         return [Member(member["user"], member.get("info")) for member in members]
 
+    def rpc(self, method: str, params: Any = None, timeout: float | None = None) -> Any:
+        """Call the server's RPC method `method` with `params` (any JSON) and return its result.
+
+        Its errors raise as the server words them (`ForbiddenError` for a refusal, `InternalError`
+        when the method failed); a connection lost before the answer raises `ConnectionFailed`,
+        since the method may have run.
+        """
+        with self._lock:
+            self._check_open()
+            command = self._session.rpc(method, params)
+            self._flush()
+        return self._result(command, timeout, f"rpc {method!r}")["data"]
+
     def ping(self, timeout: float | None = None) -> None:
         """One round trip through the server."""
         with self._lock:

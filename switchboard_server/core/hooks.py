@@ -16,8 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import gevent
+
 from switchboard_server.core.auth import Identity
 from switchboard_server.core.errors import ProtocolError
+from switchboard_server.transport.handshake import Handshake
 
 log = logging.getLogger("switchboard.hooks")
 
@@ -79,6 +82,9 @@ class Hooks:
     # Whether `publish` also sees the HTTP API's publishes (client ones always).
     publish_api: bool = False
     disconnect: Callable[[Client, int], None] | None = None
+    # A member's first subscription to a channel anywhere in the cluster, and its last leaving.
+    join: Callable[[str, dict], None] | None = None
+    leave: Callable[[str, dict], None] | None = None
     rpc: dict[str, Callable[..., Any]] = field(default_factory=dict)
 
     def call(self, name: str, hook: Callable[..., Any], *args: Any) -> Any:
@@ -93,6 +99,16 @@ class Hooks:
             raise ProtocolError("internal", f"the server's {name} hook failed") from None
 
 
+def connect_identity(hooks: Hooks, handshake: Handshake, identity: Identity) -> Identity:
+    """Who the application's connect hook says a connection is (its handshake, and the identity
+    its token gave, if any): the same identity when there is no hook or it returns None."""
+    if hooks.connect is None:
+        return identity
+    event = Connect(handshake.path, handshake.headers, handshake.args, handshake.address, identity.user, identity.info)
+    decided = hooks.call("connect", hooks.connect, event)
+    return identity if decided is None else identity_from_hook(decided, identity)
+
+
 def identity_from_hook(decided: Any, token: Identity) -> Identity:
     """The identity a connect hook returned (`{"user", "info", "channels", "publish"}`), or a
     logged `internal` error when it is not one: the hook's grants replace the token's if given."""
@@ -102,3 +118,34 @@ def identity_from_hook(decided: Any, token: Identity) -> Identity:
         raise ProtocolError("internal", "the server's connect hook failed")
     channels, publish = decided.get("channels", token.channels), decided.get("publish", token.publish)
     return Identity(user, decided.get("info"), tuple(channels), tuple(publish), token.expires)
+
+
+class PresenceHooks:
+    """The application's join and leave hooks, as a broker observer (brokers/base.py): told once per
+    event across the cluster, by the worker whose broker saw it. Observers must never block, so
+    each hook runs in a greenlet of its own, after the fact."""
+
+    def __init__(self, hooks_of: Callable[[], Hooks]) -> None:
+        self._hooks_of = hooks_of
+
+    def member_added(self, channel: str, member: dict) -> None:
+        self._spawn("join", self._hooks_of().join, channel, member)
+
+    def member_removed(self, channel: str, member: dict) -> None:
+        self._spawn("leave", self._hooks_of().leave, channel, member)
+
+    def channel_occupied(self, channel: str) -> None:
+        """Not a hook of the application's."""
+
+    def channel_vacated(self, channel: str) -> None:
+        """Not a hook of the application's."""
+
+    def _spawn(self, name: str, hook: Callable[[str, dict], None] | None, channel: str, member: dict) -> None:
+        if hook is not None:
+            gevent.spawn(self._run, name, hook, channel, member)
+
+    def _run(self, name: str, hook: Callable[[str, dict], None], channel: str, member: dict) -> None:
+        try:
+            self._hooks_of().call(name, hook, channel, member)
+        except ProtocolError:
+            pass  # nobody to tell: the event happened, and a failure is logged by `call`

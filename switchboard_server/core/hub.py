@@ -30,7 +30,7 @@ from switchboard_server.core.codecs import Announcement, Codec, Gap, Publication
 from switchboard_server.core.config import Config
 from switchboard_server.core.envelope import message_parts, validate_channel
 from switchboard_server.core.errors import ProtocolError
-from switchboard_server.core.hooks import Hooks, Publish, Refuse, client_of
+from switchboard_server.core.hooks import Hooks, PresenceHooks, Publish, Refuse, client_of
 from switchboard_server.core.limits import TokenBucket
 from switchboard_server.core.session import Session
 from switchboard_server.transport.connection import Connection, Flusher
@@ -125,6 +125,7 @@ class Hub:
         self.counters: Counter[str] = Counter()
         # The application's own functions on events (the extension fills it in).
         self.hooks = Hooks()
+        self.broker.observers.add(PresenceHooks(lambda: self.hooks))
         self.flusher = Flusher()
         self._turns = Turns(SUBSCRIBES_PER_TURN)
         self._maintenance: gevent.Greenlet | None = None

@@ -23,7 +23,7 @@ from switchboard_server.protocols.graphql.session import GraphQLSession
 from switchboard_server.routes import current_hub, current_state
 from switchboard_server.routes.blueprint import blueprint
 from switchboard_server.routes.errors import error_response
-from switchboard_server.routes.websocket import upgrade
+from switchboard_server.routes.websocket import handshake, upgrade
 from switchboard_server.transport.handshake import log_refusal
 
 bp = blueprint("graphql", __name__)
@@ -47,7 +47,7 @@ def websocket():
         if refused.code != "unauthorized":  # who the client is, connection_init says
             log_refusal(hub.counters, request.remote_addr or "", refused.code, refused.message)
             return error_response(refused.code, refused.message, refused.http_status)
-    session = GraphQLSession(current_graphql(), _bearer())
+    session = GraphQLSession(current_graphql(), _bearer(), handshake())
     offered = {part.strip() for part in request.headers.get("Sec-WebSocket-Protocol", "").split(",")}
     if SUBPROTOCOL not in offered:
         return upgrade(session.refuse_subprotocol, ANONYMOUS)

@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException
 
 from switchboard_server.core.auth import Identity
 from switchboard_server.core.errors import ProtocolError
+from switchboard_server.core.hooks import connect_identity
 from switchboard_server.protocols.pusher.apps import App
 from switchboard_server.protocols.pusher.events import MAX_EVENT_NAME, PRESENCE, stored_data
 from switchboard_server.protocols.pusher.service import PusherService
@@ -26,7 +27,7 @@ from switchboard_server.protocols.pusher.session import ENCRYPTED, refuse
 from switchboard_server.protocols.pusher.signing import verify_request
 from switchboard_server.routes import current_hub, current_state
 from switchboard_server.routes.blueprint import blueprint
-from switchboard_server.routes.websocket import upgrade
+from switchboard_server.routes.websocket import handshake, upgrade
 
 log = logging.getLogger("switchboard.pusher")
 
@@ -36,6 +37,7 @@ SOCKET_ID = re.compile(r"\d+\.\d+")
 MAX_CHANNELS = 100  # per trigger, as Pusher
 MAX_BATCH = 10  # events per batch, as Pusher
 _INFO = ("user_count", "subscription_count")
+UNAUTHORIZED = 4009  # Pusher's "connection is unauthorized": the application's connect hook refused
 
 
 def current_pusher() -> PusherService:
@@ -52,6 +54,11 @@ def connect(key: str):
     identity = Identity(user=socket_id)  # Pusher connections are anonymous: the app key lets them in
     address = request.remote_addr or ""
     session, code, reason = pusher.admit(key, request.args.get("protocol"), identity, address)
+    if session is not None:
+        try:  # the application's connect hook may name the user (a session cookie) or refuse
+            identity = connect_identity(pusher.hub.hooks, handshake(), identity)
+        except ProtocolError as refused:
+            session, code, reason = None, UNAUTHORIZED, refused.message
     if session is None:
         pusher.hub.counters[f"refused_pusher_{code}"] += 1
         log.warning("pusher connection refused", extra={"address": address, "code": code, "reason": reason})

@@ -12,8 +12,9 @@ from flask import Flask, jsonify, request, session
 from switchboard_server import Refuse, Switchboard
 
 sb = Switchboard(url_prefix="/rt", protocols=("native", "graphql", "pusher"))
-# What the disconnect hook was told, in this (single) worker.
+# What the disconnect, join and leave hooks were told, in this (single) worker.
 DISCONNECTS: list[dict] = []
+PRESENCE: list[dict] = []
 
 
 @sb.on_connect
@@ -55,6 +56,16 @@ def gone(client, code):
     DISCONNECTS.append({"user": client.user, "code": code})
 
 
+@sb.on_join
+def joined(channel, member):
+    PRESENCE.append({"event": "join", "channel": channel, "user": member["user"]})
+
+
+@sb.on_leave
+def left(channel, member):
+    PRESENCE.append({"event": "leave", "channel": channel, "user": member["user"]})
+
+
 @sb.rpc("add")
 def add(client, params):
     return {"sum": params["a"] + params["b"], "for": client.user}
@@ -88,6 +99,10 @@ def create_app() -> Flask:
     @app.get("/disconnects")
     def disconnects():
         return jsonify(DISCONNECTS)
+
+    @app.get("/presence-events")
+    def presence_events():
+        return jsonify(PRESENCE)
 
     sb.init_app(app)
     return app

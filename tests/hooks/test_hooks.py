@@ -7,18 +7,28 @@ a client would, and checks that a hook that fails costs only its own answer.
 
 from __future__ import annotations
 
+import asyncio
 import http.cookiejar
 import json
+import shutil
+import subprocess
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import switchboard_client
+import switchboard_client.asyncio
+from switchboard_client import InternalError, NotFoundError
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from tests.hostapp.running import HostServer
+from tests.integration.servers import ROOT
+from tests.pusher.backend import KEY
 
 APP = "tests.hooks.app:create_app()"
 
@@ -92,6 +102,27 @@ def test_a_connect_hook_that_refuses_or_fails_is_told_to_the_client_alone(server
         assert "it must return None or a dict with a non-empty 'user'" in log
 
 
+def test_the_connect_hook_runs_for_graphql_and_pusher_too(server):
+    base = server.switchboard.ws_url
+    # GraphQL: at connection_init, with the handshake's query and the init's token; a refusal is 4403.
+    with connect(f"{base}/graphql?deny=1", subprotocols=["graphql-transport-ws"], open_timeout=10) as ws:
+        ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (
+        4403,
+        "Forbidden: this server does not want you today",
+    )
+    with connect(f"{base}/graphql", subprotocols=["graphql-transport-ws"], open_timeout=10) as ws:
+        ws.send(json.dumps({"type": "connection_init", "payload": {"token": server.switchboard.token("gus")}}))
+        assert json.loads(ws.recv(timeout=10))["payload"]["user"] == "gus"
+    # Pusher: told with pusher:error 4009, as pusher-js reads a refusal.
+    with connect(f"{base}/app/{KEY}?protocol=7&deny=1", open_timeout=10) as ws:
+        refused = json.loads(ws.recv(timeout=10))
+    assert refused["event"] == "pusher:error"
+    assert refused["data"] == {"code": 4009, "message": "this server does not want you today"}
+
+
 def test_the_subscribe_hook_refuses_and_sets_presence_info(server):
     with open_socket(server, "?token=" + server.switchboard.token("ann")) as ws:
         next_of(ws, "welcome")
@@ -144,6 +175,65 @@ def test_rpc_methods_answer_and_a_failing_one_costs_only_its_own_reply(server):
         assert answer(ws, 6)["result"] == {"pong": True}
 
 
+def test_the_python_clients_call_rpc_methods(server):
+    with switchboard_client.connect(server.switchboard.ws_url + "/ws") as client:
+        assert client.rpc("add", {"a": 2, "b": 3})["sum"] == 5
+        with pytest.raises(InternalError):
+            client.rpc("boom")
+        with pytest.raises(NotFoundError):
+            client.rpc("nope")
+        assert client.rpc("add", {"a": 1, "b": 1})["sum"] == 2  # and it goes on
+
+    async def session() -> tuple[int, str]:
+        async with switchboard_client.asyncio.connect(server.switchboard.ws_url + "/ws") as client:
+            total = (await client.rpc("add", {"a": 4, "b": 5}))["sum"]
+            try:
+                await client.rpc("not_json")
+            except InternalError as error:
+                return total, error.code
+            return total, "no error"
+
+    with ThreadPoolExecutor(1) as pool:  # a browser test earlier may run an event loop in this thread
+        assert pool.submit(asyncio.run, session()).result(60) == (9, "internal")
+
+
+def test_the_browser_client_calls_rpc_methods(server):
+    calls = [["add", {"a": 1, "b": 2}], ["boom", None], ["nope", None], ["slow", 0]]
+    done = subprocess.run(
+        [
+            shutil.which("node") or "node",
+            "tests/hooks/rpc_client.mjs",
+            server.switchboard.ws_url + "/ws",
+            json.dumps(calls),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    answers = [json.loads(line) for line in done.stdout.splitlines()]
+    assert answers[0]["data"]["sum"] == 3
+    assert answers[1:] == [{"error": "internal"}, {"error": "not_found"}, {"data": "done"}]
+
+
+def test_graphql_calls_rpc_methods_as_a_mutation(server):
+    token = server.switchboard.token("gil")
+
+    def mutation(method: str, params: str = "null") -> dict:
+        query = f'mutation {{ rpc(method: "{method}", params: {params}) }}'
+        return server.switchboard.api("POST", "/graphql", key=token, raw=json.dumps({"query": query}).encode())[1]
+
+    assert mutation("add", "{a: 1, b: 2}")["data"]["rpc"] == {"sum": 3, "for": "gil"}
+    assert mutation("boom")["errors"][0]["extensions"]["code"] == "internal"
+    assert mutation("not_json")["errors"][0]["extensions"]["code"] == "internal"
+    assert mutation("nope")["errors"][0]["extensions"]["code"] == "not_found"
+    # A publish through GraphQL goes through the same publish hook.
+    query = 'mutation { publish(channel: "chat", data: {text: "  "}) { offset } }'
+    refused = server.switchboard.api("POST", "/graphql", key=token, raw=json.dumps({"query": query}).encode())[1]
+    assert refused["errors"][0]["extensions"]["code"] == "bad_request"
+
+
 def test_a_slow_rpc_holds_its_own_connection_only(server):
     with open_socket(server) as slow, open_socket(server) as other, open_socket(server) as listener:
         for ws in (slow, other, listener):
@@ -161,11 +251,29 @@ def test_a_slow_rpc_holds_its_own_connection_only(server):
 def test_the_disconnect_hook_hears_each_close(server):
     with open_socket(server) as ws:
         user = next_of(ws, "welcome")["user"]
-    deadline = time.monotonic() + 10
-    while True:
-        seen = json.loads(urllib.request.urlopen(server.url + "/disconnects", timeout=5).read())
-        if {"user": user, "code": 1000} in seen:
-            break
+    wait_for(server, "/disconnects", {"user": user, "code": 1000})
+
+
+def test_join_and_leave_hooks_hear_a_users_first_and_last_tab(server):
+    token = server.switchboard.token("zoe")
+    with open_socket(server, "?token=" + token) as first, open_socket(server, "?token=" + token) as second:
+        for number, ws in enumerate((first, second), 1):
+            next_of(ws, "welcome")
+            command(ws, type="subscribe", channel="presence-lobby", id=number)
+            answer(ws, number)
+    wait_for(server, "/presence-events", {"event": "leave", "channel": "presence-lobby", "user": "zoe"})
+    zoes = [event for event in get_json(server, "/presence-events") if event["user"] == "zoe"]
+    assert [event["event"] for event in zoes] == ["join", "leave"]  # two tabs: one join, one leave
+
+
+def get_json(server: HooksServer, path: str):
+    return json.loads(urllib.request.urlopen(server.url + path, timeout=5).read())
+
+
+def wait_for(server: HooksServer, path: str, entry: dict, timeout: float = 10) -> None:
+    """Until the app's list at `path` holds `entry` (the hooks run after the fact)."""
+    deadline = time.monotonic() + timeout
+    while entry not in (seen := get_json(server, path)):
         assert time.monotonic() < deadline, seen
         time.sleep(0.05)
 

@@ -9,6 +9,7 @@ executed against the selection set once per prepared subscription (hub/graphql/f
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
@@ -20,10 +21,13 @@ from graphql import GraphQLError, GraphQLSchema, build_schema
 from switchboard_server.core.access import Grants
 from switchboard_server.core.envelope import validate_channel, validate_event, validate_idempotency_key
 from switchboard_server.core.errors import ProtocolError
+from switchboard_server.core.hooks import Client, client_of
 
 if TYPE_CHECKING:
     from switchboard_server.core.hub import Hub
     from switchboard_server.transport.connection import Connection
+
+log = logging.getLogger("switchboard.hooks")
 
 SDL = '''
 "Any JSON value: a message's data, a member's info."
@@ -44,6 +48,8 @@ type Query {
 type Mutation {
   "Store a message and deliver it to every subscriber, of every protocol."
   publish(channel: String!, data: JSON!, event: String, idempotencyKey: String): Published!
+  "Call the server's RPC method by name: its result, or an error with the code it refused with."
+  rpc(method: String!, params: JSON): JSON
 }
 
 type Subscription {
@@ -213,6 +219,26 @@ def _publish(
 
 
 @_coded
+def _rpc(_root: Any, info: Any, method: str, params: Any = None) -> Any:
+    caller: Caller = info.context
+    function = caller.hub.hooks.rpc.get(method)
+    if function is None:
+        raise ProtocolError("not_found", f"no RPC method {method[:64]!r} on this server")
+    if caller.conn is not None:
+        client = client_of(caller.conn)
+    else:  # over HTTP: the token's user, or the API key's holder
+        client = Client("", caller.user or "", None, "")
+    caller.hub.counters["in_rpc"] += 1
+    result = caller.hub.hooks.call(f"rpc {method!r}", function, client, params)
+    try:
+        orjson.dumps(result)
+    except TypeError:  # orjson's JSONEncodeError
+        log.error("RPC method %r returned %r, which is not JSON", method, type(result).__name__)
+        raise ProtocolError("internal", f"the server's rpc {method!r} hook failed") from None
+    return result
+
+
+@_coded
 def _subscribe_messages(_root: Any, _info: Any, channel: str, since: int | None = None, epoch: str | None = None):
     validate_channel(channel)
     if (since is None) != (epoch is None):
@@ -248,6 +274,7 @@ def build() -> GraphQLSchema:
     query.fields["presence"].resolve = _presence
     query.fields["channels"].resolve = _channels
     mutation.fields["publish"].resolve = _publish
+    mutation.fields["rpc"].resolve = _rpc
     for name, subscribe in (("messages", _subscribe_messages), ("presence", _subscribe_presence)):
         subscription.fields[name].subscribe = subscribe
         subscription.fields[name].resolve = _event

@@ -20,6 +20,7 @@ from graphql import GraphQLError, OperationType
 
 from switchboard_server.core.auth import ANONYMOUS
 from switchboard_server.core.errors import ProtocolError
+from switchboard_server.core.hooks import connect_identity
 from switchboard_server.core.session import Session
 from switchboard_server.protocols.graphql import messages
 from switchboard_server.protocols.graphql.feed import Frames, MessagesFeed, OperationSubscriber, presence_event, run
@@ -28,6 +29,7 @@ from switchboard_server.protocols.graphql.schema import Source, error
 from switchboard_server.protocols.graphql.server import GraphQLServer, Refused
 from switchboard_server.transport.connection import Connection, check_text
 from switchboard_server.transport.frames import OP_TEXT
+from switchboard_server.transport.handshake import Handshake
 
 if TYPE_CHECKING:
     from graphql import Executor
@@ -54,8 +56,12 @@ def _token(payload: dict | None, header_token: str | None) -> str | None:
 class GraphQLSession(Session):
     """The state of one connection; the hub calls its hooks like any protocol's."""
 
-    def __init__(self, server: GraphQLServer, header_token: str | None = None) -> None:
+    def __init__(
+        self, server: GraphQLServer, header_token: str | None = None, handshake: Handshake | None = None
+    ) -> None:
         self.server = server
+        # What the application's connect hook decides on at connection_init, with the token.
+        self._handshake = handshake
         self.hub = server.hub
         self.counters = server.hub.counters
         self._header_token = header_token
@@ -150,6 +156,8 @@ class GraphQLSession(Session):
         token = _token(message.payload, self._header_token)
         try:
             identity = self.hub.tokens.verify(token) if token else ANONYMOUS
+            if self._handshake is not None:
+                identity = connect_identity(self.hub.hooks, self._handshake, identity)
             if identity.user is None and not self.hub.config.allow_anonymous:
                 raise ProtocolError("unauthorized", "anonymous connections are not allowed: send a token")
         except ProtocolError as refused:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from switchboard_server.core.auth import ANONYMOUS, Identity
 from switchboard_server.core.channels import PRESENCE_PREFIX, pushes_members
 from switchboard_server.core.errors import ProtocolError
-from switchboard_server.core.hooks import Connect, client_of, identity_from_hook
+from switchboard_server.core.hooks import client_of, connect_identity
 from switchboard_server.core.session import Session
 from switchboard_server.protocols.native import commands
 from switchboard_server.protocols.native.codec import NATIVE
@@ -61,7 +61,7 @@ class NativeSession(Session):
             token = handshake.args.get("token")
             if token is not None:
                 identity = self.hub.tokens.verify(token)
-            identity = self._connect_hook(handshake, identity)
+            identity = connect_identity(self.hub.hooks, handshake, identity)
             self.hub.admit(identity, address)
         except ProtocolError as error:
             if error.code not in ("unauthorized", "forbidden", "internal"):
@@ -69,19 +69,6 @@ class NativeSession(Session):
             log_refusal(self.counters, address, error.code, error.message)
             return partial(self.refuse, error=error), identity
         return self.serve, identity
-
-    def _connect_hook(self, handshake: Handshake, identity: Identity) -> Identity:
-        """Who the application's connect hook says the connection is: None keeps the token's."""
-        hook = self.hub.hooks.connect
-        if hook is None:
-            return identity
-        event = Connect(
-            handshake.path, handshake.headers, handshake.args, handshake.address, identity.user, identity.info
-        )
-        decided = self.hub.hooks.call("connect", hook, event)
-        if decided is None:
-            return identity
-        return identity_from_hook(decided, identity)
 
     def refuse(self, conn: Connection, error: ProtocolError) -> None:
         """Tell a client why it may not stay (say, an expired token), then close with 1008."""
