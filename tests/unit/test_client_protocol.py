@@ -6,6 +6,7 @@ import json
 
 import pytest
 from switchboard_client.errors import (
+    ConnectionFailed,
     ForbiddenError,
     InvalidChannelError,
     RateLimitedError,
@@ -365,3 +366,18 @@ def test_the_token_goes_into_the_query():
     assert connection_url("ws://h/ws", None) == "ws://h/ws"
     assert connection_url("ws://h/ws", "a.b+c") == "ws://h/ws?token=a.b%2Bc"
     assert connection_url("ws://h/ws?x=1", "t") == "ws://h/ws?x=1&token=t"
+
+
+def test_an_rpc_cut_off_by_a_lost_connection_fails_and_is_never_sent_again():
+    session = Session()
+    welcome(session)
+    sent_rpc = session.rpc("charge", {"cents": 100})
+    publish = session.publish("room", "x")
+    frames = sent(session)
+    assert frames[0] == {"type": "rpc", "method": "charge", "params": {"cents": 100}, "id": sent_rpc.id}
+    settled = session.connection_lost(None)
+    assert sent_rpc in settled and isinstance(sent_rpc.error, ConnectionFailed)
+    queued_rpc = session.rpc("charge", {"cents": 5})  # not on the wire yet: it goes out on the next
+    welcome(session)
+    assert [frame["type"] for frame in sent(session)] == ["publish", "rpc"]  # the publish again, once
+    assert publish not in settled and queued_rpc.error is None
