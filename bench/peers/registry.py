@@ -97,6 +97,15 @@ PEERS: dict[str, Peer] = {
             ready_path="/rt/ws/echo",
             path_prefix="/rt",
         ),
+        Peer(
+            "switchboard-hooked",
+            # "switchboard-extension" with a no-op publish hook (and an RPC method): what the
+            # application's own code on every publish costs.
+            [GUNICORN, "-c", "gunicorn.conf.py", "bench.peers.switchboard_hooked:create_app()"],
+            env={"PORT": "{port}", "SWITCHBOARD_RATE_MESSAGES": "0", "SWITCHBOARD_LOG_LEVEL": "warning"},
+            ready_path="/rt/ws/echo",
+            path_prefix="/rt",
+        ),
         Peer("switchboard-redis", [PYTHON, "-m", "bench.peers.switchboard_redis", "{port}"]),
         Peer("websockets", [PYTHON, "-m", "bench.peers.websockets_server", "{port}"]),
         Peer("aiohttp", [PYTHON, "-m", "bench.peers.aiohttp_server", "{port}"]),
