@@ -6,15 +6,23 @@ Gunicorn runs it from the repository root:
 
 from __future__ import annotations
 
+import json
+import os
+
 import gevent
 from flask import Flask, jsonify, request, session
 
 from switchboard_server import Refuse, Switchboard
 
 sb = Switchboard(url_prefix="/rt", protocols=("native", "graphql", "pusher"))
-# What the disconnect, join and leave hooks were told, in this (single) worker.
-DISCONNECTS: list[dict] = []
-PRESENCE: list[dict] = []
+# What the disconnect, join and leave hooks were told: one JSON line each, appended to the file
+# HOOKS_EVENTS names, so that what every worker heard is in one place.
+EVENTS = os.environ.get("HOOKS_EVENTS", os.devnull)
+
+
+def record(**event) -> None:
+    with open(EVENTS, "a") as events:
+        events.write(json.dumps(event) + "\n")
 
 
 @sb.on_connect
@@ -53,17 +61,17 @@ def check(publish):
 
 @sb.on_disconnect
 def gone(client, code):
-    DISCONNECTS.append({"user": client.user, "code": code})
+    record(event="disconnect", user=client.user, code=code)
 
 
 @sb.on_join
 def joined(channel, member):
-    PRESENCE.append({"event": "join", "channel": channel, "user": member["user"]})
+    record(event="join", channel=channel, user=member["user"])
 
 
 @sb.on_leave
 def left(channel, member):
-    PRESENCE.append({"event": "leave", "channel": channel, "user": member["user"]})
+    record(event="leave", channel=channel, user=member["user"])
 
 
 @sb.rpc("add")
@@ -95,14 +103,6 @@ def create_app() -> Flask:
     def login():
         session["user"] = request.form["name"]
         return jsonify(user=session["user"])
-
-    @app.get("/disconnects")
-    def disconnects():
-        return jsonify(DISCONNECTS)
-
-    @app.get("/presence-events")
-    def presence_events():
-        return jsonify(PRESENCE)
 
     sb.init_app(app)
     return app

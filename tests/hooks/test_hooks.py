@@ -17,6 +17,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from tests.hostapp.running import HostServer
-from tests.integration.servers import ROOT
+from tests.integration.servers import ROOT, RedisServer
 from tests.pusher.backend import KEY
 
 APP = "tests.hooks.app:create_app()"
@@ -36,12 +37,41 @@ APP = "tests.hooks.app:create_app()"
 class HooksServer(HostServer):
     ready_path = "/rt/healthz"
 
+    def __init__(self, tmp_path: Path, env: dict[str, str] | None = None, **options) -> None:
+        self.events_path = tmp_path / "events.jsonl"
+        super().__init__(tmp_path, app=APP, env={"HOOKS_EVENTS": str(self.events_path), **(env or {})}, **options)
+
+    def events(self) -> list[dict]:
+        """What the disconnect, join and leave hooks heard, on every worker."""
+        if not self.events_path.exists():
+            return []
+        return [json.loads(line) for line in self.events_path.read_text().splitlines()]
+
+    def wait_for(self, event: dict, timeout: float = 10) -> None:
+        """Until a hook has heard `event` (they run after the fact)."""
+        deadline = time.monotonic() + timeout
+        while event not in (seen := self.events()):
+            assert time.monotonic() < deadline, seen
+            time.sleep(0.05)
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HooksServer]:
-    instance = HooksServer(tmp_path_factory.mktemp("hooks"), app=APP).wait_ready()
+    instance = HooksServer(tmp_path_factory.mktemp("hooks")).wait_ready()
     yield instance
     instance.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HooksServer]:
+    """Two workers on one Redis: hooks that run once per cluster run once."""
+    folder = tmp_path_factory.mktemp("hooks-redis")
+    redis = RedisServer(folder)
+    env = {"SWITCHBOARD_REDIS_URL": redis.url, "SWITCHBOARD_PRESENCE_TTL": "2"}
+    instance = HooksServer(folder, env=env, workers=2).wait_ready()
+    yield instance
+    instance.stop()
+    redis.stop()
 
 
 def open_socket(server: HooksServer, query: str = "", cookie: str | None = None) -> ClientConnection:
@@ -251,36 +281,30 @@ def test_a_slow_rpc_holds_its_own_connection_only(server):
 def test_the_disconnect_hook_hears_each_close(server):
     with open_socket(server) as ws:
         user = next_of(ws, "welcome")["user"]
-    wait_for(server, "/disconnects", {"user": user, "code": 1000})
+    server.wait_for({"event": "disconnect", "user": user, "code": 1000})
 
 
-def test_join_and_leave_hooks_hear_a_users_first_and_last_tab(server):
-    token = server.switchboard.token("zoe")
-    with open_socket(server, "?token=" + token) as first, open_socket(server, "?token=" + token) as second:
-        for number, ws in enumerate((first, second), 1):
+@pytest.mark.parametrize("where", ["server", "cluster"])
+def test_join_and_leave_hooks_hear_a_users_first_and_last_tab_once(where, request):
+    """Two tabs of one user (on two workers, with Redis): one join, then one leave, cluster-wide."""
+    server = request.getfixturevalue(where)
+    user = f"zoe-{where}"
+    token = server.switchboard.token(user)
+    with ExitStack() as stack:  # new connections spread over the workers
+        tabs = [stack.enter_context(open_socket(server, "?token=" + token)) for _ in range(4)]
+        for number, ws in enumerate(tabs, 1):
             next_of(ws, "welcome")
             command(ws, type="subscribe", channel="presence-lobby", id=number)
             answer(ws, number)
-    wait_for(server, "/presence-events", {"event": "leave", "channel": "presence-lobby", "user": "zoe"})
-    zoes = [event for event in get_json(server, "/presence-events") if event["user"] == "zoe"]
-    assert [event["event"] for event in zoes] == ["join", "leave"]  # two tabs: one join, one leave
-
-
-def get_json(server: HooksServer, path: str):
-    return json.loads(urllib.request.urlopen(server.url + path, timeout=5).read())
-
-
-def wait_for(server: HooksServer, path: str, entry: dict, timeout: float = 10) -> None:
-    """Until the app's list at `path` holds `entry` (the hooks run after the fact)."""
-    deadline = time.monotonic() + timeout
-    while entry not in (seen := get_json(server, path)):
-        assert time.monotonic() < deadline, seen
-        time.sleep(0.05)
+        server.wait_for({"event": "join", "channel": "presence-lobby", "user": user})
+    server.wait_for({"event": "leave", "channel": "presence-lobby", "user": user})
+    mine = [event["event"] for event in server.events() if event.get("user") == user and "channel" in event]
+    assert mine == ["join", "leave"]
 
 
 def test_the_app_without_gevent_patching_still_refuses_to_start(tmp_path: Path):
     """The hooks module imports nothing that would start Switchboard before the worker patches."""
-    server = HooksServer(tmp_path, app=APP, worker="sync")
+    server = HooksServer(tmp_path, worker="sync")
     try:
         assert server.wait_exit() != 0
         assert "Switchboard needs gevent" in server.log()

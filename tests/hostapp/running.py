@@ -37,9 +37,21 @@ class HostServer(Server):
         worker: str = "switchboard_server.Worker",
         app: str = HOST_APP,
         env: dict[str, str] | None = None,
+        workers: int = 1,
     ) -> None:
         port = free_port()
-        command = [GUNICORN, "-k", worker, "-b", f"127.0.0.1:{port}", "--graceful-timeout", "10", app]
+        command = [
+            GUNICORN,
+            "-k",
+            worker,
+            "-w",
+            str(workers),
+            "-b",
+            f"127.0.0.1:{port}",
+            "--graceful-timeout",
+            "10",
+            app,
+        ]
         super().__init__(tmp_path, {**SETTINGS, **(env or {})}, port=port, command=command)
         self.switchboard = Mounted(port)
 
