@@ -24,7 +24,7 @@ from flask import Blueprint, Flask, current_app, has_app_context
 
 from switchboard_server.core.config import PREFIX, Config
 from switchboard_server.core.hooks import Client, Connect, Hooks, Publish
-from switchboard_server.routes import api, graphql, health, ops, pusher, websocket
+from switchboard_server.routes import api, graphql, health, ops, pusher, sync, websocket
 from switchboard_server.state import PROTOCOLS, SwitchboardState
 
 EXTENSION_DEFAULTS = {"metrics": "off"}
@@ -66,6 +66,7 @@ class Switchboard:
         # The app that serves calls made outside any app context (a background greenlet): the one
         # given here, or the first init_app's.
         self._app: Flask | None = None
+        self._routes: list[tuple[str, Callable[..., None], dict[str, Any]]] = []  # sync routes (`route`)
         if app is not None:
             self.init_app(app)
 
@@ -93,6 +94,8 @@ class Switchboard:
             self._app = app  # a factory's app serves calls from outside any app context too
         for blueprint in blueprints:
             app.register_blueprint(blueprint, url_prefix=prefix + (blueprint.url_prefix or "") or None)
+        for path, function, options in self._routes:
+            sync.mount(app, prefix, path, function, options)
 
     def resolve_config(self, app: Flask) -> Config:
         """The settings for `app`: defaults < environment < app.config < this extension's keywords."""
@@ -229,6 +232,22 @@ class Switchboard:
         as dicts: `{"type": "message", "channel", "offset", "data", "from"}` (and `"event"`)."""
         epoch, last, messages = self.state().hub.history(channel, since, limit)
         return epoch, last, [orjson.loads(message) for message in messages]
+
+    def route(self, path: str, **options: Any) -> Callable[[Callable[..., None]], Callable[..., None]]:
+        """A synchronous-style WebSocket route at `url_prefix + path`: `def game(ws)` runs in a
+        greenlet of its own with flask-sock's `ws`, plus channels (docs/sync-routes.md).
+
+        Declare routes before or after `init_app`; URL variables come after `ws`
+        (`def room(ws, name)` for `/ws/room/<name>`); `options` are Flask's rule options.
+        """
+
+        def decorator(function: Callable[..., None]) -> Callable[..., None]:
+            self._routes.append((path, function, options))
+            if self._app is not None:  # set up already: mount it now (routes declared before wait for init_app)
+                sync.mount(self._app, self._app.extensions["switchboard"].url_prefix, path, function, options)
+            return function
+
+        return decorator
 
 
 def _prefix(url_prefix: str) -> str:
