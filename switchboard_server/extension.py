@@ -129,10 +129,7 @@ class Switchboard:
         with `api=True`): change `publish.data` in place, or raise `Refuse`."""
 
         def register(function: Callable[[Publish], None]) -> Callable[[Publish], None]:
-            self._register("publish", function)
-            self._hooks.publish_api = api
-            self._refresh_hooks()
-            return function
+            return self._register("publish", function, publish_api=api)
 
         return register(function) if function is not None else register
 
@@ -163,10 +160,13 @@ class Switchboard:
 
         return register
 
-    def _register(self, event: str, function: Callable) -> Callable:
+    def _register(self, event: str, function: Callable, **options: Any) -> Callable:
+        """Keep `function` for `event` (and the hook's options), and hand it to every app set up."""
         if getattr(self._hooks, event) is not None:
             raise ValueError(f"a {event} hook is registered already: one function per event")
         setattr(self._hooks, event, function)
+        for name, value in options.items():
+            setattr(self._hooks, name, value)
         self._refresh_hooks()
         return function
 

@@ -56,56 +56,35 @@ def _gunicorn(worker: str, target: str) -> list[str]:
     ]
 
 
+def _switchboard(name: str, app: str = "wsgi:app", prefix: str = "", **options) -> Peer:
+    """Switchboard under its own Gunicorn settings, `app` being the standalone server or a host app.
+
+    The per-connection rate limit (100 messages/s by default) would throttle the one publisher
+    that streams as fast as it can, and a log line per connect and disconnect would be measured as
+    handshake cost; the peers have neither. `options` are the Peer's (`dialect`, more `env`).
+    """
+    env = {"PORT": "{port}", "SWITCHBOARD_RATE_MESSAGES": "0", "SWITCHBOARD_LOG_LEVEL": "warning"}
+    env.update(options.pop("env", {}))
+    argv = [GUNICORN, "-c", "gunicorn.conf.py", app]
+    return Peer(name, argv, env, ready_path=prefix + "/ws/echo", path_prefix=prefix, **options)
+
+
 PEERS: dict[str, Peer] = {
     peer.name: peer
     for peer in (
-        Peer(
-            "switchboard",
-            [GUNICORN, "-c", "gunicorn.conf.py", "wsgi:app"],
-            # The per-connection rate limit (100 messages/s by default) would throttle the one
-            # publisher that streams as fast as it can, and a log line per connect and disconnect
-            # would be measured as handshake cost; the peers have neither.
-            env={"PORT": "{port}", "SWITCHBOARD_RATE_MESSAGES": "0", "SWITCHBOARD_LOG_LEVEL": "warning"},
-        ),
-        Peer(
-            "switchboard-graphql",
-            [GUNICORN, "-c", "gunicorn.conf.py", "wsgi:app"],
-            # The same server as "switchboard", its subscribers on /graphql (graphql-transport-ws,
-            # one prepared subscription), its publisher on /ws.
-            env={"PORT": "{port}", "SWITCHBOARD_RATE_MESSAGES": "0", "SWITCHBOARD_LOG_LEVEL": "warning"},
-            dialect="graphql",
-        ),
-        Peer(
-            "switchboard-pusher",
-            [GUNICORN, "-c", "gunicorn.conf.py", "wsgi:app"],
-            # The same server and settings as "switchboard"; its subscribers speak Pusher's protocol
-            # (bench/loadgen.py's "pusher" dialect) and its publisher the native one.
-            env={
-                "PORT": "{port}",
-                "SWITCHBOARD_RATE_MESSAGES": "0",
-                "SWITCHBOARD_LOG_LEVEL": "warning",
-                "SWITCHBOARD_PUSHER_APPS": "1:bench:bench-secret",
-            },
-            dialect="pusher",
-        ),
-        Peer(
-            "switchboard-extension",
-            # Switchboard mounted on a host Flask app under /rt, as a team adopts it: the same
-            # engine and settings as "switchboard", its routes (and the fast path) under a prefix.
-            [GUNICORN, "-c", "gunicorn.conf.py", "bench.peers.switchboard_extension:create_app()"],
-            env={"PORT": "{port}", "SWITCHBOARD_RATE_MESSAGES": "0", "SWITCHBOARD_LOG_LEVEL": "warning"},
-            ready_path="/rt/ws/echo",
-            path_prefix="/rt",
-        ),
-        Peer(
-            "switchboard-hooked",
-            # "switchboard-extension" with a no-op publish hook (and an RPC method): what the
-            # application's own code on every publish costs.
-            [GUNICORN, "-c", "gunicorn.conf.py", "bench.peers.switchboard_hooked:create_app()"],
-            env={"PORT": "{port}", "SWITCHBOARD_RATE_MESSAGES": "0", "SWITCHBOARD_LOG_LEVEL": "warning"},
-            ready_path="/rt/ws/echo",
-            path_prefix="/rt",
-        ),
+        _switchboard("switchboard"),
+        # The same server, its subscribers on /graphql (graphql-transport-ws, one prepared
+        # subscription), its publisher on /ws.
+        _switchboard("switchboard-graphql", dialect="graphql"),
+        # The same server; its subscribers speak Pusher's protocol (bench/loadgen.py's "pusher"
+        # dialect) and its publisher the native one.
+        _switchboard("switchboard-pusher", dialect="pusher", env={"SWITCHBOARD_PUSHER_APPS": "1:bench:bench-secret"}),
+        # Mounted on a host Flask app under /rt, as a team adopts it: the same engine and settings,
+        # its routes (and the fast path) under a prefix.
+        _switchboard("switchboard-extension", "bench.peers.switchboard_extension:create_app()", "/rt"),
+        # The same with a no-op publish hook (and an RPC method): what the application's own code
+        # on every publish costs.
+        _switchboard("switchboard-hooked", "bench.peers.switchboard_hooked:create_app()", "/rt"),
         Peer("switchboard-redis", [PYTHON, "-m", "bench.peers.switchboard_redis", "{port}"]),
         Peer("websockets", [PYTHON, "-m", "bench.peers.websockets_server", "{port}"]),
         Peer("aiohttp", [PYTHON, "-m", "bench.peers.aiohttp_server", "{port}"]),

@@ -32,15 +32,13 @@ from gevent.hub import Waiter
 from switchboard_server.core.session import Session
 from switchboard_server.protocols.native import commands
 from switchboard_server.protocols.native.codec import NATIVE
-from switchboard_server.transport.connection import Connection
+from switchboard_server.transport.connection import Connection, check_text
 from switchboard_server.transport.frames import (
     CLOSE_INTERNAL_ERROR,
-    CLOSE_INVALID_DATA,
     CLOSE_NORMAL,
     CLOSE_POLICY_VIOLATION,
     OP_BINARY,
     OP_TEXT,
-    FrameError,
     encode_frame,
 )
 
@@ -93,7 +91,7 @@ class SyncSession(Session):
                 conn.close(CLOSE_POLICY_VIOLATION, "rate limit exceeded")
                 break
             counters["in_sync"] += 1
-            self.inbox.append(_text(payload) if opcode == OP_TEXT else payload)
+            self.inbox.append(check_text(payload) if opcode == OP_TEXT else payload)
             self._size += len(payload)
             if len(self.inbox) > config.send_queue_messages or self._size > config.send_queue_bytes:
                 conn.close(CLOSE_POLICY_VIOLATION, "the route is not keeping up: receive queue limit exceeded")
@@ -142,13 +140,6 @@ class SyncSession(Session):
     def closed(self, conn: Connection) -> None:
         self.ended = True
         self._wake()
-
-
-def _text(payload: bytes) -> str:
-    try:
-        return payload.decode("utf-8")
-    except UnicodeDecodeError:
-        raise FrameError(CLOSE_INVALID_DATA, "text message is not valid UTF-8") from None
 
 
 def closed_error(conn: Connection) -> ConnectionClosed:

@@ -18,12 +18,13 @@ from flask import Flask, Response, copy_current_request_context, request
 
 from switchboard_server.core.auth import ANONYMOUS, Identity
 from switchboard_server.core.errors import ProtocolError
+from switchboard_server.core.hooks import connect_identity
 from switchboard_server.core.hub import Hub
 from switchboard_server.protocols import sync
 from switchboard_server.routes import current_hub
 from switchboard_server.routes.blueprint import blueprint
 from switchboard_server.routes.errors import error_response
-from switchboard_server.routes.websocket import upgrade
+from switchboard_server.routes.websocket import handshake, upgrade
 from switchboard_server.transport.handshake import log_refusal
 
 Route = Callable[..., None]
@@ -33,7 +34,7 @@ def view(function: Route) -> Callable[..., Any]:
     """The Flask view for a sync route: `function(ws, **url_variables)` once upgraded."""
 
     @wraps(function)
-    def handshake(**url_variables: Any) -> Response:
+    def answer(**url_variables: Any) -> Response:
         hub = current_hub()
         address = request.remote_addr or ""
         try:
@@ -48,13 +49,15 @@ def view(function: Route) -> Callable[..., Any]:
 
         return upgrade(sync.runner(hub, call, request.endpoint or function.__name__), identity)
 
-    return handshake
+    return answer
 
 
 def _identity(hub: Hub, address: str) -> Identity:
-    """Who connects (the `?token=`'s user, or anonymous), if the connection limits let them."""
+    """Who connects (the `?token=`'s user, or anonymous, as the application's connect hook may
+    decide otherwise), if the connection limits let them."""
     token = request.args.get("token")
     identity = hub.tokens.verify(token) if token is not None else ANONYMOUS
+    identity = connect_identity(hub.hooks, handshake(), identity)
     hub.admit(identity, address)
     return identity
 

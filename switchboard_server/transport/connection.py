@@ -443,9 +443,9 @@ def _run_reader(run: Callable[[Connection], None], conn: Connection) -> None:
         conn.abort()
 
 
-def check_text(payload: bytes) -> None:
-    """RFC 6455 8.1: a text message that is not UTF-8 fails the connection with 1007."""
+def check_text(payload: bytes) -> str:
+    """A text message's text; RFC 6455 8.1: one that is not UTF-8 fails the connection with 1007."""
     try:
-        payload.decode("utf-8")
+        return payload.decode("utf-8")
     except UnicodeDecodeError:
         raise FrameError(CLOSE_INVALID_DATA, "text message is not valid UTF-8") from None

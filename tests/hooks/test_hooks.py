@@ -300,13 +300,3 @@ def test_join_and_leave_hooks_hear_a_users_first_and_last_tab_once(where, reques
     server.wait_for({"event": "leave", "channel": "presence-lobby", "user": user})
     mine = [event["event"] for event in server.events() if event.get("user") == user and "channel" in event]
     assert mine == ["join", "leave"]
-
-
-def test_the_app_without_gevent_patching_still_refuses_to_start(tmp_path: Path):
-    """The hooks module imports nothing that would start Switchboard before the worker patches."""
-    server = HooksServer(tmp_path, worker="sync")
-    try:
-        assert server.wait_exit() != 0
-        assert "Switchboard needs gevent" in server.log()
-    finally:
-        server.stop()

@@ -47,9 +47,9 @@ def test_gunicorns_sync_worker_is_refused_with_the_reason(tmp_path):
         server.stop()
 
 
-def test_the_host_app_built_without_gevents_patching_is_refused_with_the_reason():
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(("SWITCHBOARD_", "HOSTAPP_"))}
-    result = subprocess.run(
+def build_host_app(environment: dict[str, str]) -> subprocess.CompletedProcess:
+    """Import the host app and build it in a plain interpreter, with no gevent patching."""
+    return subprocess.run(
         [sys.executable, "-c", "from tests.hostapp.host import create_app; create_app()"],
         cwd=ROOT,
         env=environment,
@@ -57,16 +57,13 @@ def test_the_host_app_built_without_gevents_patching_is_refused_with_the_reason(
         text=True,
         timeout=60,
     )
+
+
+def test_the_host_app_built_without_gevents_patching_is_refused_with_the_reason():
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("SWITCHBOARD_", "HOSTAPP_"))}
+    result = build_host_app(environment)
     assert result.returncode != 0
     assert NEEDS_GEVENT in result.stderr
     # The same app without Switchboard starts fine in the same interpreter: the refusal is the extension's.
-    environment["HOSTAPP_WITHOUT_SWITCHBOARD"] = "1"
-    result = subprocess.run(
-        [sys.executable, "-c", "from tests.hostapp.host import create_app; create_app()"],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = build_host_app({**environment, "HOSTAPP_WITHOUT_SWITCHBOARD": "1"})
     assert result.returncode == 0, result.stderr

@@ -12,10 +12,18 @@ import logging
 
 from flask import Flask, jsonify, request
 
-from switchboard_server import Switchboard
+from switchboard_server import Refuse, Switchboard
 from switchboard_server.sync import ConnectionClosed
 
 sb = Switchboard(url_prefix="/rt")
+
+
+@sb.on_connect
+def who(connect):
+    """`?as=NAME` names the user (as a session cookie would), `?deny=1` is turned away."""
+    if connect.args.get("deny"):
+        raise Refuse("not today")
+    return {"user": connect.args["as"]} if "as" in connect.args else None
 
 
 def create_app() -> Flask:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from tests.integration.servers import GUNICORN, Server, free_port
@@ -155,6 +155,15 @@ def test_subscribed_socket_gets_publications_from_a_view_the_http_api_and_itself
         assert ws.recv(timeout=10) == "['alice']"
         ws.send("leave")
         assert ws.recv(timeout=10) == "left: True"
+
+
+def test_the_connect_hook_names_the_user_or_refuses_before_the_upgrade(host):
+    with client(host, "/rt/ws/game?channel=room-2&as=cy") as ws:
+        assert ws.recv(timeout=10) == "subscribed as cy"
+    with pytest.raises(InvalidStatus) as refused:
+        client(host, "/rt/ws/game?channel=room-2&deny=1")
+    response = refused.value.response
+    assert response.status_code == 403 and json.loads(response.body)["message"] == "not today"
 
 
 def test_a_client_over_the_rate_limit_is_closed_with_1008(host):
