@@ -185,10 +185,20 @@ class Hub:
     def serve(self, conn: Connection, session: Session) -> None:
         """Read a connection until it ends, handing its messages to `session` (call in the
         connection's own greenlet)."""
+        self._attach(conn, session)
+        conn.serve(FrameParser(self.config.max_message_size), session.on_messages, self.on_close)
+
+    def watch(self, conn: Connection, session: Session) -> None:
+        """As `serve`, but return at once and let gevent's loop do the reading, so the calling
+        greenlet can run something else; `session.on_messages` is then called from the loop and
+        must never block."""
+        self._attach(conn, session)
+        conn.watch(FrameParser(self.config.max_message_size), session.on_messages, self.on_close)
+
+    def _attach(self, conn: Connection, session: Session) -> None:
         conn.session = session
         if conn.expires is not None:
             self._check_expiry(conn, time.time())
-        conn.serve(FrameParser(self.config.max_message_size), session.on_messages, self.on_close)
 
     def within_rate(self, conn: Connection, size: int) -> bool:
         """Spend one message of the connection's rate; False when over it. Sustained abuse (over a

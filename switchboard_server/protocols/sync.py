@@ -6,12 +6,13 @@ The `ws` it is given behaves like flask-sock's (`receive`, `send`, `close`, `con
 go straight to the client socket in the fan-out, as on `/ws`; `receive` returns only what the
 client sent.
 
-Two greenlets serve such a connection, not one: the connection's reader (transport/connection.py,
-the only code that touches the socket) and the function's. The reader keeps reading while the
-function does anything else (sleeps, waits on a queue, sends a clock tick), so pings are answered,
-a client's close is seen at once and `connected` tells the truth, as flask-sock's reader thread
-does; a function that pumped the socket itself from `receive` would leave a sending-only route
-deaf, and the hub would cut it as dead. docs/sync-routes.md says what the second one costs.
+One greenlet serves such a connection, as on `/ws`: the function's. The socket is read by gevent's
+loop itself (`Connection.watch`): whenever it is readable, the loop reads it, answers pings, sees
+the client's close and puts messages in the inbox, so pings are answered, a close is seen at once
+and `connected` tells the truth while the function does anything else (sleeps, waits on a queue,
+sends a clock tick), as flask-sock's reader thread does, at no greenlet's cost. Once the socket is
+done, a greenlet that lives only for that forgets the connection in the hub (subscriptions,
+presence, the disconnect hook), even if the function is still busy elsewhere.
 
 This module never touches a socket or Flask: routes/sync.py gives it the function, wrapped in a
 copy of the handshake's request context.
@@ -26,7 +27,6 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import gevent
-import greenlet
 from gevent.hub import Waiter
 
 from switchboard_server.core.session import Session
@@ -63,11 +63,11 @@ class ConnectionClosed(Exception):
 
 
 class SyncSession(Session):
-    """One sync route connection's inbox: the reader puts the client's messages in, the
-    function's greenlet takes them out.
+    """One sync route connection's inbox: the loop's reading puts the client's messages in, the
+    function takes them out.
 
     The inbox is bounded like the send queue (SWITCHBOARD_SEND_QUEUE_*): a client that sends
-    faster than the function receives is closed with 1008, rather than parking the reader (which
+    faster than the function receives is closed with 1008, rather than parking the reading (which
     would stop it answering pings and seeing closes).
     """
 
@@ -76,7 +76,7 @@ class SyncSession(Session):
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.inbox: deque[str | bytes] = deque()
-        self.ended = False  # the reader is done: nothing more will come
+        self.ended = False  # the socket is done: nothing more will come
         self._size = 0
         self._taker: Waiter | None = None  # the function, waiting in `take`
 
@@ -113,7 +113,7 @@ class SyncSession(Session):
         return message
 
     def _wait(self, timeout: float | None) -> bool:
-        """Park the function until the reader wakes it (True) or `timeout` passes (False)."""
+        """Park the function until a message or the end wakes it (True) or `timeout` passes (False)."""
         waiter = self._taker = Waiter()
         timer = None
         if timeout is not None:
@@ -127,7 +127,8 @@ class SyncSession(Session):
                 timer.close()
 
     def _wake(self) -> None:
-        # Waiter.switch must run in gevent's loop, not in the reader's greenlet.
+        # As a loop callback of its own: from the loop's reading, a direct switch would run the
+        # function in the middle of that read, and from another greenlet it is not allowed.
         waiter, self._taker = self._taker, None
         if waiter is not None:
             gevent.get_hub().loop.run_callback(waiter.switch, True)
@@ -238,22 +239,14 @@ def runner(hub: Hub, function: Callable[[WebSocket], None], name: str) -> Callab
 
 
 def _serve(hub: Hub, function: Callable[[WebSocket], None], name: str, conn: Connection) -> None:
-    """Start the function's greenlet, then read the socket in this one until it is done."""
+    """Have the loop read the socket, then run the function in this greenlet. Its return closes
+    with 1000, an exception with 1011 and its traceback in the log, and ConnectionClosed (the
+    client went) with nothing more to say."""
     session = SyncSession(hub)
-    event_loop = gevent.get_hub()  # gevent's hub: its event loop's greenlet
-    # A plain greenlet, as the reader is (transport/connection.py says what a gevent.Greenlet costs).
-    call = greenlet.greenlet(_call, parent=event_loop)
-    event_loop.loop.run_callback(call.switch, function, name, WebSocket(hub, conn, session))
-    hub.serve(conn, session)
-
-
-def _call(function: Callable[[WebSocket], None], name: str, ws: WebSocket) -> None:
-    """Run the function; its return closes with 1000, an exception with 1011 and its traceback
-    in the log, and ConnectionClosed (the client went) with nothing more to say."""
-    conn = ws._conn
+    hub.watch(conn, session)
     code, reason = CLOSE_NORMAL, ""
     try:
-        function(ws)
+        function(WebSocket(hub, conn, session))
     except ConnectionClosed:
         pass
     except Exception:  # the route's bug costs its own connection only

@@ -1,6 +1,6 @@
 """Sync routes' Flask side: the view that answers a handshake and hands the socket to a function.
 
-The function runs after the view has returned (protocols/sync.py), in a greenlet of its own, so
+The function runs after the view has returned (protocols/sync.py), in the connection's greenlet, so
 the view gives it a copy of the request's context: `request`, `session`, `g` and `current_app`
 work in it as they did in a flask-sock route, and the app's teardown runs when it returns.
 The handshake is decided as `/ws` decides one: `?token=` says who the user is, the connection

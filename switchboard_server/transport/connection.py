@@ -304,19 +304,66 @@ class Connection:
         unread = False  # the peer may still be sending: the close lingers
         try:
             self._read_loop(parser, on_messages)
-        except FrameError as error:
-            self.close(error.code, error.reason)
-            unread = True
-        except Exception:  # a bug must cost this connection only, never the worker
-            log.exception("connection %s failed", self.id)
-            self.close(CLOSE_INTERNAL_ERROR, "internal error")
-            unread = True
+        except Exception as error:
+            unread = self._failed(error)
         finally:
+            self._end(on_close, unread)
+
+    def watch(
+        self,
+        parser: FrameParser,
+        on_messages: Callable[[Connection, list[tuple[int, bytes]]], None],
+        on_close: Callable[[Connection], None],
+    ) -> None:
+        """The reader without a greenlet: gevent's loop reads the socket whenever it is readable,
+        and the calling greenlet is free to run something else (a sync route's function).
+
+        Each read is handed on as `serve` hands it, from the event loop, so `on_messages` must
+        never block or switch: append, wake, close. Once the socket is done, `on_close` and the
+        closing handshake run in a greenlet started then, which lives only until they finish.
+        """
+        self._readable.start(self._on_readable, parser, on_messages, on_close)
+
+    def _on_readable(
+        self,
+        parser: FrameParser,
+        on_messages: Callable[[Connection, list[tuple[int, bytes]]], None],
+        on_close: Callable[[Connection], None],
+    ) -> None:
+        # One read per wake-up: the watcher is level-triggered, so a peer with more to say is
+        # read again on the loop's next turn, after every other connection's turn.
+        unread = False
+        try:
             try:
-                on_close(self)
-            except Exception:
-                log.exception("cleanup of connection %s failed", self.id)
-            self._finish(unread)
+                data = self._raw.recv(RECV_SIZE)
+            except BlockingIOError:
+                return
+            except OSError:  # reset, or cut by `abort`: the end, as an EOF is
+                data = b""
+            if data and not self._dispatch(data, parser, on_messages):
+                return
+        except Exception as error:  # raised in the event loop, it would stop the whole worker
+            unread = self._failed(error)
+        self._readable.stop()
+        event_loop = gevent.get_hub()
+        event_loop.loop.run_callback(greenlet.greenlet(self._end, parent=event_loop).switch, on_close, unread)
+
+    def _failed(self, error: Exception) -> bool:
+        """Close for a reading error: the frame's own code, or 1011 for a bug (logged). Returns
+        True: the peer may still be sending, so the close lingers."""
+        if isinstance(error, FrameError):
+            self.close(error.code, error.reason)
+        else:  # a bug must cost this connection only, never the worker
+            log.exception("connection %s failed", self.id, exc_info=error)
+            self.close(CLOSE_INTERNAL_ERROR, "internal error")
+        return True
+
+    def _end(self, on_close: Callable[[Connection], None], unread: bool) -> None:
+        try:
+            on_close(self)
+        except Exception:
+            log.exception("cleanup of connection %s failed", self.id)
+        self._finish(unread)
 
     def _read_loop(
         self, parser: FrameParser, on_messages: Callable[[Connection, list[tuple[int, bytes]]], None]
@@ -325,7 +372,6 @@ class Connection:
         to_event_loop = gevent.get_hub().switch
         readable = self._readable
         wake = greenlet.getcurrent().switch
-        meter = self._meter
         while not self.closed:
             try:
                 data = recv(RECV_SIZE)
@@ -344,28 +390,35 @@ class Connection:
                 finally:
                     readable.stop()
                 continue
-            if not data:
+            if not data or self._dispatch(data, parser, on_messages):
                 return
-            meter.bytes_in += len(data)
-            self.last_seen = time.monotonic()
-            messages: list[tuple[int, bytes]] = []
-            for opcode, payload in parser.feed(data):
-                if opcode == OP_TEXT or opcode == OP_BINARY:
-                    self.messages_in += 1
-                    messages.append((opcode, payload))
-                elif opcode == OP_PING:
-                    self.send(encode_frame(payload, OP_PONG))
-                elif opcode == OP_CLOSE:
-                    if messages and not self.closing:
-                        on_messages(self, messages)
-                    code, reason = parse_close(payload)
-                    if not self.closing:
-                        # Echo the peer's code, as RFC 6455 5.5.1 asks; remember the one it sent.
-                        self.close(1000 if code == 1005 else code, reason)
-                        self.close_code = code
-                    return
-            if messages and not self.closing:
-                on_messages(self, messages)
+
+    def _dispatch(
+        self, data: bytes, parser: FrameParser, on_messages: Callable[[Connection, list[tuple[int, bytes]]], None]
+    ) -> bool:
+        """Hand on the messages of one read and answer its pings; True once the peer's close
+        frame has come, after which nothing more is read."""
+        self._meter.bytes_in += len(data)
+        self.last_seen = time.monotonic()
+        messages: list[tuple[int, bytes]] = []
+        for opcode, payload in parser.feed(data):
+            if opcode == OP_TEXT or opcode == OP_BINARY:
+                self.messages_in += 1
+                messages.append((opcode, payload))
+            elif opcode == OP_PING:
+                self.send(encode_frame(payload, OP_PONG))
+            elif opcode == OP_CLOSE:
+                if messages and not self.closing:
+                    on_messages(self, messages)
+                code, reason = parse_close(payload)
+                if not self.closing:
+                    # Echo the peer's code, as RFC 6455 5.5.1 asks; remember the one it sent.
+                    self.close(1000 if code == 1005 else code, reason)
+                    self.close_code = code
+                return True
+        if messages and not self.closing:
+            on_messages(self, messages)
+        return False
 
     def _finish(self, unread: bool = False) -> None:
         """Let the writer send the close frame, then release the socket: lingering if `unread`

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 
+import gevent
 from flask import Flask, jsonify, request
 
 from switchboard_server import Refuse, Switchboard
@@ -24,6 +25,12 @@ def who(connect):
     if connect.args.get("deny"):
         raise Refuse("not today")
     return {"user": connect.args["as"]} if "as" in connect.args else None
+
+
+@sb.on_disconnect
+def gone(client, code):
+    """Tells the `disconnects` channel who left and how, as soon as the hub has let go."""
+    sb.publish("disconnects", {"user": client.user, "code": code})
 
 
 def create_app() -> Flask:
@@ -94,3 +101,12 @@ def game(ws):
             ws.send(f"left: {ws.unsubscribe(channel)}")
         else:
             ws.publish(channel, {"said": message})
+
+
+@sb.route("/ws/busy")
+def busy(ws):
+    """Subscribes, then is busy elsewhere for ?for= seconds without a single `ws` call: whatever
+    its client does meanwhile (a ping, a close) is the server's to handle alone."""
+    ws.subscribe("busy")
+    ws.send("subscribed")
+    gevent.sleep(float(request.args["for"]))

@@ -137,6 +137,20 @@ def test_a_client_close_ends_the_function_with_connection_closed_and_others_carr
         assert first.recv(timeout=10) == "still served"
 
 
+def test_a_route_busy_elsewhere_still_answers_pings_and_its_clients_close_is_handled_at_once(host):
+    """The socket is read by the server, not by the function: a function that makes no `ws` call
+    for a minute still has its client's pings answered, and a close is answered and the hub lets
+    go of the connection (the disconnect hook runs) while the function is still asleep."""
+    with host.client("/rt/ws") as witness:
+        witness.command("subscribe", channel="disconnects")
+        with client(host, "/rt/ws/busy?for=60&as=sleeper") as ws:
+            assert ws.recv(timeout=10) == "subscribed"
+            assert ws.ping().wait(timeout=10)
+            ws.close(code=4002, reason="bye")
+        assert ws.protocol.close_rcvd is not None and ws.protocol.close_rcvd.code == 4002
+        assert witness.next_push("message")["data"] == {"user": "sleeper", "code": 4002}
+
+
 def test_subscribed_socket_gets_publications_from_a_view_the_http_api_and_itself(host):
     status, body = host.api("POST", "/rt/api/tokens", {"user": "alice"})
     assert status == 200, body
