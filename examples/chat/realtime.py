@@ -1,14 +1,16 @@
 """The chat's real time: Switchboard under /rt, and the app's own code on its events (docs/hooks.md).
 
 A room `lobby` is the channel `presence-lobby`: its messages, and who is in it (join and leave).
-Typing notices go on `typing-lobby`, a public channel, and are never stored. The hooks run in
-the connection's greenlet inside the app's context, so they read Flask's session and the database
-directly; a slow query makes only that connection wait.
+Who is typing is a sync route of its own (`/rt/ws/typing/<room>`): a plain function with a loop,
+passing each page's notices on through `typing-<room>`, never stored. The hooks and the route
+run in the connection's greenlet inside the app's context, so they read Flask's session and the
+database directly; a slow query makes only that connection wait.
 """
 
 from __future__ import annotations
 
 import re
+import time
 
 from flask import session
 
@@ -34,13 +36,10 @@ def who(connect: Connect) -> dict:
 
 @sb.on_publish
 def keep(publish: Publish) -> None:
-    """A message is checked, trimmed and stored before anyone hears it; a typing notice passes."""
+    """A message is checked, trimmed and stored before anyone hears it."""
     kind, _, room = publish.channel.partition("-")
-    if kind == "typing" and ROOM.fullmatch(room):
-        publish.data = {"typing": True}  # whatever was sent: the notice carries nothing else
-        return
     if kind != "presence" or not ROOM.fullmatch(room):
-        raise Refuse("this chat publishes in rooms only (presence-<room> and typing-<room>)")
+        raise Refuse("this chat publishes in rooms only (presence-<room>)")
     message = Message(room=room, user=publish.client.user, text=checked_text(publish.data))
     db.session.add(message)
     db.session.commit()
@@ -58,6 +57,28 @@ def checked_text(data: object) -> str:
     if len(text) > MAX_TEXT:
         raise Refuse(f"too long: {len(text)} characters, {MAX_TEXT} at most", code="bad_request")
     return text
+
+
+TYPING_EVERY = 1.0  # seconds: at most one notice per typist, however fast the page sends
+
+
+@sb.route("/ws/typing/<room>")
+def typing(ws, room: str) -> None:
+    """Who is typing in a room: the page sends anything while its user types, and everyone on the
+    room's typing channel (this socket included) hears `{"typing": true}` from that user, at most
+    once a second. The user is the connect hook's; a route publishes as the app, so the publish
+    hook does not see these notices, and clients cannot publish on typing- channels themselves."""
+    if not ROOM.fullmatch(room):
+        ws.close(1008, "no such room")
+        return
+    channel = f"typing-{room}"
+    ws.subscribe(channel)
+    last = 0.0
+    for _ in ws:
+        now = time.monotonic()
+        if now - last >= TYPING_EVERY:
+            last = now
+            ws.publish(channel, {"typing": True})
 
 
 @sb.rpc("older")

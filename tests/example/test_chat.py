@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from tests.hostapp.running import HostServer
 from tests.integration.servers import ROOT, Client
@@ -132,14 +134,31 @@ def test_a_socket_without_a_login_is_refused(chat):
         client.close()
 
 
-def logged_in_socket(chat: ChatServer, name: str) -> closing[Client]:
-    """A WebSocket to /rt/ws carrying the session cookie of a login through the app's form."""
+def test_typing_goes_through_its_route_only(chat):
+    """Clients cannot publish on a typing- channel themselves, and the typing route turns away
+    a room name it would not make a channel of."""
+    with logged_in_socket(chat, "dan") as dan:
+        refused = dan.command("publish", channel="typing-archive", data={"typing": True})
+        assert (refused["type"], refused["message"]) == ("error", "this chat publishes in rooms only (presence-<room>)")
+    cookie = {"Cookie": login(chat, "dan")}
+    with connect(chat.switchboard.ws_url + "/ws/typing/no%20such", additional_headers=cookie) as ws:
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1008, "no such room")
+
+
+def login(chat: ChatServer, name: str) -> str:
+    """The session cookie of a login through the app's form, as a Cookie header."""
     jar = http.cookiejar.CookieJar()
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
     form = urllib.parse.urlencode({"name": name, "room": "archive"}).encode()
     opener.open(chat.url + "/login", data=form, timeout=10).close()
-    cookie = "; ".join(f"{c.name}={c.value}" for c in jar)
-    client = chat.switchboard.client("/ws", additional_headers={"Cookie": cookie})
+    return "; ".join(f"{c.name}={c.value}" for c in jar)
+
+
+def logged_in_socket(chat: ChatServer, name: str) -> closing[Client]:
+    """A WebSocket to /rt/ws carrying the session cookie of a login through the app's form."""
+    client = chat.switchboard.client("/ws", additional_headers={"Cookie": login(chat, name)})
     assert client.welcome["user"] == name, client.welcome
     return closing(client)
 
@@ -149,7 +168,7 @@ def test_the_guide_shows_each_hook_as_the_app_has_it():
     source = HOOKS.read_text()
     lines, guide = source.splitlines(), GUIDE.read_text()
     functions = [node for node in ast.parse(source).body if isinstance(node, ast.FunctionDef)]
-    assert [function.name for function in functions] == ["who", "keep", "checked_text", "older"]
+    assert [function.name for function in functions] == ["who", "keep", "checked_text", "typing", "older"]
     for function in functions:
         start = min(node.lineno for node in [*function.decorator_list, function])
         assert "\n".join(lines[start - 1 : function.end_lineno]) in guide, function.name

@@ -7,7 +7,6 @@ import { connect } from "/assets/switchboard.js";
 
 const { room } = document.body.dataset;
 const channel = `presence-${room}`;
-const typingChannel = `typing-${room}`;
 const TYPING_EVERY = 2000; // ms between two notices from one typist...
 const TYPING_SHOWN = 3000; // ...and how long one is shown: a pause in typing makes it go away.
 
@@ -102,18 +101,32 @@ function showTyping() {
   $("typing").textContent = names.length ? `${names.join(", ")} ${names.length > 1 ? "are" : "is"} typing…` : "";
 }
 
-client.subscribe(typingChannel, (data, message) => {
-  if (message.from === client.user) return;
-  typists.set(message.from, Date.now() + TYPING_SHOWN);
-  showTyping();
-  setTimeout(showTyping, TYPING_SHOWN + 50);
-});
+// The typing route is a socket of its own, a sync route on the server: whatever is sent on it
+// says "I am typing", and it pushes everyone's notices (ours too) as native messages.
+const typingUrl = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/rt/ws/typing/${room}`;
+let typing = null;
+
+function openTyping() {
+  typing = new WebSocket(typingUrl);
+  typing.onmessage = (event) => {
+    const message = JSON.parse(event.data);
+    if (message.type !== "message" || message.from === client.user) return;
+    typists.set(message.from, Date.now() + TYPING_SHOWN);
+    showTyping();
+    setTimeout(showTyping, TYPING_SHOWN + 50);
+  };
+  // A lost notice is no loss: come back a little later, as long as the page is open.
+  typing.onclose = (event) => {
+    if (event.code !== 1008) setTimeout(openTyping, 1000);
+  };
+}
+openTyping();
 
 let lastNotice = 0;
 $("text").addEventListener("input", () => {
   if (Date.now() - lastNotice < TYPING_EVERY || !$("text").value.trim()) return;
   lastNotice = Date.now();
-  client.publish(typingChannel, { typing: true }).catch(() => {}); // a lost notice is no loss
+  if (typing.readyState === WebSocket.OPEN) typing.send("typing");
 });
 
 // -- the connection ------------------------------------------------------------------------------
