@@ -55,23 +55,21 @@ class HooksServer(HostServer):
             time.sleep(0.05)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HooksServer]:
-    instance = HooksServer(tmp_path_factory.mktemp("hooks")).wait_ready()
-    yield instance
-    instance.stop()
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HooksServer]:
-    """Two workers on one Redis: hooks that run once per cluster run once."""
-    folder = tmp_path_factory.mktemp("hooks-redis")
-    redis = RedisServer(folder)
-    env = {"SWITCHBOARD_REDIS_URL": redis.url, "SWITCHBOARD_PRESENCE_TTL": "2"}
-    instance = HooksServer(folder, env=env, workers=2).wait_ready()
-    yield instance
-    instance.stop()
-    redis.stop()
+@pytest.fixture(scope="module", params=["local", "redis"])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HooksServer]:
+    """Every test twice: one worker on the local broker, and two workers on one Redis (where the
+    hooks that run once per cluster must run once)."""
+    folder = tmp_path_factory.mktemp(f"hooks-{request.param}")
+    with ExitStack() as stack:
+        if request.param == "local":
+            instance = HooksServer(folder).wait_ready()
+        else:
+            redis = RedisServer(folder)
+            stack.callback(redis.stop)
+            env = {"SWITCHBOARD_REDIS_URL": redis.url, "SWITCHBOARD_PRESENCE_TTL": "2"}
+            instance = HooksServer(folder, env=env, workers=2).wait_ready()
+        stack.callback(instance.stop)
+        yield instance
 
 
 def open_socket(server: HooksServer, query: str = "", cookie: str | None = None) -> ClientConnection:
@@ -284,11 +282,9 @@ def test_the_disconnect_hook_hears_each_close(server):
     server.wait_for({"event": "disconnect", "user": user, "code": 1000})
 
 
-@pytest.mark.parametrize("where", ["server", "cluster"])
-def test_join_and_leave_hooks_hear_a_users_first_and_last_tab_once(where, request):
+def test_join_and_leave_hooks_hear_a_users_first_and_last_tab_once(server):
     """Two tabs of one user (on two workers, with Redis): one join, then one leave, cluster-wide."""
-    server = request.getfixturevalue(where)
-    user = f"zoe-{where}"
+    user = "zoe"
     token = server.switchboard.token(user)
     with ExitStack() as stack:  # new connections spread over the workers
         tabs = [stack.enter_context(open_socket(server, "?token=" + token)) for _ in range(4)]

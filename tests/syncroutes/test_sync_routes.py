@@ -7,13 +7,14 @@ import json
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from tests.integration.servers import GUNICORN, Server, free_port
+from tests.integration.servers import GUNICORN, RedisServer, Server, free_port
 
 HERE = Path(__file__).parent
 
@@ -21,10 +22,12 @@ HERE = Path(__file__).parent
 class App(Server):
     """`gunicorn -k switchboard_server.Worker APP`, ready once `ready_path` answers."""
 
-    def __init__(self, tmp_path: Path, app: str, ready_path: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, tmp_path: Path, app: str, ready_path: str, env: dict[str, str] | None = None, workers: int = 1
+    ) -> None:
         port = free_port()
         self.ready_path = ready_path
-        command = [GUNICORN, "-k", "switchboard_server.Worker", "-b", f"127.0.0.1:{port}", app]
+        command = [GUNICORN, "-k", "switchboard_server.Worker", "-w", str(workers), "-b", f"127.0.0.1:{port}", app]
         super().__init__(tmp_path, env, port=port, command=command)
 
 
@@ -41,9 +44,21 @@ def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
         server.stop()
 
 
-@pytest.fixture(scope="module")
-def host(serve) -> App:
-    return serve("tests.syncroutes.host:create_app()", "/ready", {"SWITCHBOARD_RATE_MESSAGES": "20"})
+@pytest.fixture(scope="module", params=["local", "redis"])
+def host(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
+    """The host app twice: one worker on the local broker, and two workers on one Redis."""
+    env = {"SWITCHBOARD_RATE_MESSAGES": "20"}
+    folder = tmp_path_factory.mktemp(f"host-{request.param}")
+    with ExitStack() as stack:
+        if request.param == "redis":
+            redis = RedisServer(folder)
+            stack.callback(redis.stop)
+            env["SWITCHBOARD_REDIS_URL"] = redis.url
+        app = App(
+            folder, "tests.syncroutes.host:create_app()", "/ready", env, workers=2 if request.param == "redis" else 1
+        )
+        stack.callback(app.stop)
+        yield app.wait_ready()
 
 
 def client(server: Server, path: str) -> ClientConnection:
