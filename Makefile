@@ -26,12 +26,14 @@ test: $(BIN)/activate system-deps
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
-# Debian's Chromium for the browser tests (Playwright's own browser downloads are not used) and
-# nginx for the test that runs deploy/nginx.conf; npm packages for the Node tests (`ws`, `graphql-ws`)
-# and for building the React example (React, Vite).
+# Debian's Chromium for the browser tests (Playwright's own browser downloads are not used),
+# nginx for the test that runs deploy/nginx.conf and PostgreSQL for the outbox tests (they run
+# its initdb and postgres themselves); npm packages for the Node tests (`ws`, `graphql-ws`) and
+# for building the React example (React, Vite).
 system-deps: node_modules/.package-lock.json
 	@missing=""; command -v chromium >/dev/null || missing="chromium"; \
 	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || missing="$$missing postgresql"; \
 	[ -z "$$missing" ] || { \
 	  { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; } || { \
 	    echo "The tests need$$missing; installing takes apt-get as root."; \

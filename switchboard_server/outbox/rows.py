@@ -52,4 +52,5 @@ def write(
 ) -> int:
     """Add a publish of `data` on `channel` to the outbox in the caller's open transaction; returns
     the row's id. `connection` is a psycopg 3 connection (or cursor); nothing is committed here."""
-    return connection.execute(INSERT, row_values(channel, data, event, partitions)).fetchone()[0]
+    values = row_values(channel, data, event, partitions)
+    return connection.execute(INSERT, values).fetchone()[0]
