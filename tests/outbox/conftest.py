@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.postgres import PostgresServer
 from tests.integration.servers import API_KEY, ROOT, Server
-from tests.outbox.postgres import PostgresServer
 
 _databases = itertools.count(1)
 

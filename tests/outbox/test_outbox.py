@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy import MetaData, create_engine
 from sqlalchemy.orm import Session
 
+from bench.postgres import PostgresServer
 from switchboard_server import outbox
 from switchboard_server.outbox import sqlalchemy as outbox_sqlalchemy
 from tests.integration.servers import Client, Server
-from tests.outbox.postgres import PostgresServer
 
 
 def subscribed(server: Server, *channels: str) -> Client:

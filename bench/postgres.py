@@ -1,4 +1,4 @@
-"""A real PostgreSQL for the tests: `initdb` into a fresh folder, `postgres` on a free port.
+"""A real PostgreSQL for the outbox tests and bench: `initdb` into a fresh folder, `postgres` on a free port.
 
 PostgreSQL refuses to run as root, so under root (CI, containers) the server runs as `nobody`,
 from a folder it owns. The server can be stopped and started again on the same data and port.
@@ -10,6 +10,7 @@ import os
 import pwd
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -18,9 +19,14 @@ from pathlib import Path
 import psycopg
 
 from switchboard_server.outbox import schema_sql
-from tests.integration.servers import free_port
 
 USER = "switchboard"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def postgres_bin_dir() -> Path:
@@ -30,7 +36,9 @@ def postgres_bin_dir() -> Path:
         return found[-1].parent
     initdb = shutil.which("initdb")
     if initdb is None:
-        raise RuntimeError("the outbox tests need PostgreSQL: apt-get install -y postgresql (make system-deps)")
+        raise RuntimeError(
+            "the outbox tests and bench need PostgreSQL: apt-get install -y postgresql (make system-deps)"
+        )
     return Path(initdb).resolve().parent
 
 
