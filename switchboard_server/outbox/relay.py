@@ -136,6 +136,7 @@ class Relay:
                     self._back_off()
                     due = set(range(self.settings.partitions))
                     continue
+                self._retry_delay = self.settings.poll_interval
                 due, next_poll = self._wait(listener, next_poll)
 
     def _listener(self) -> contextlib.AbstractContextManager[psycopg.Connection | None]:
