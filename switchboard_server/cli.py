@@ -2,6 +2,7 @@
 
 Options are the common settings; each sets the environment variable named in its help, so the
 server reads them like any other setting. Anything after `--` goes to Gunicorn as it is.
+`switchboard-server outbox-relay ...` runs the outbox relay instead (`outbox/command.py`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ def parser() -> argparse.ArgumentParser:
         description="Run Switchboard, the real-time messaging server, under Gunicorn with gevent. "
         "Every SWITCHBOARD_* environment variable applies too (see the configuration page).",
         epilog="Example: switchboard-server --port 8000 --workers 2 --redis-url redis://127.0.0.1:6379/0 "
-        "-- --access-logfile -",
+        "-- --access-logfile -. The outbox relay: switchboard-server outbox-relay --help.",
     )
     command.add_argument("--bind-host", help="address to listen on (SWITCHBOARD_BIND_HOST, default 127.0.0.1)")
     command.add_argument("--port", type=int, help="port to listen on (PORT, default 8000)")
@@ -49,6 +50,12 @@ OPTION_VARIABLES = {
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["outbox-relay"]:
+        from switchboard_server.outbox.command import main as relay_main
+
+        relay_main(argv[1:])
+        return
     options = parser().parse_args(argv)
     for name, variable in OPTION_VARIABLES.items():
         value = getattr(options, name)
