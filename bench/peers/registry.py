@@ -16,6 +16,9 @@ PYTHON = sys.executable
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
 # gunicorn's default of 1000 would cap the connection count of a gevent worker
 WORKER_CONNECTIONS = "20000"
+# flask-sock under the gthread worker: a thread per connection, more than the 10,000 connections
+# of idle_chat and idle_echo.
+FLASK_SOCK_THREADS = "11000"
 
 
 @dataclass(frozen=True)
@@ -85,10 +88,6 @@ def _app(name: str, dialect: str, route: str, app: str, on_switchboard: bool) ->
     return Peer(
         name, _gunicorn("gthread", app, "--threads", FLASK_SOCK_THREADS), dialect=dialect, ready_path=route, route=route
     )
-
-
-# flask-sock under the gthread worker: the most connections a scenario holds (idle_chat), and more.
-FLASK_SOCK_THREADS = "11000"
 
 
 PEERS: dict[str, Peer] = {
