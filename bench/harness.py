@@ -281,7 +281,8 @@ class Ctx:
         return left
 
     def lg(self, deflate: bool = False) -> LoadGen:
-        gen = LoadGen(self.server.port, self.peer.dialect, deflate=deflate, prefix=self.peer.path_prefix)
+        peer = self.peer
+        gen = LoadGen(self.server.port, peer.dialect, deflate=deflate, prefix=peer.path_prefix, route=peer.route)
         self.gens.append(gen)
         return gen
 
@@ -296,6 +297,13 @@ class Ctx:
         if not res.conns:
             raise ScenarioError(f"publisher failed: {_errors(res.errors)}")
         return res.conns[0]
+
+    def await_members(self, lg: LoadGen, conns: list, pub) -> None:
+        """A chat's connections must all be members before anything is measured (loadgen.py)."""
+        try:
+            lg.await_members(conns, pub, min(30.0, self.left()))
+        except loadgen.Timeout as exc:
+            raise ScenarioError(str(exc)) from exc
 
     def require(self, ok: bool, what: str) -> None:
         if not ok:
@@ -399,6 +407,7 @@ def scenario_burst(ctx: Ctx) -> dict:
     opened = ctx.subscribers(lg, p["n"])
     n = len(opened.conns)
     pub = ctx.publisher(lg)
+    ctx.await_members(lg, opened.conns, pub)
     lg.lat_on = False
     lg.reset_counts()
     chans = [channel_name(0)] * p["burst"]
@@ -498,6 +507,7 @@ def scenario_idle(ctx: Ctx) -> dict:
     # Warm-up: let lazy imports and first-use allocations happen before the baseline.
     warm = lg.open(5, timeout=min(20.0, ctx.left()))
     wpub = ctx.publisher(lg)
+    ctx.await_members(lg, warm.conns, wpub)
     lg.publish(wpub, [channel_name(0)])
     lg.wait_deliveries(len(warm.conns), min(10.0, ctx.left()))
     lg.close([*warm.conns, wpub])
@@ -511,6 +521,7 @@ def scenario_idle(ctx: Ctx) -> dict:
     lg.run_for(p["settle"])
     rss1, tcp1 = srv.rss_kib(), sockstat_tcp_pages()
     pub = ctx.publisher(lg)
+    ctx.await_members(lg, opened.conns, pub)
     for i in range(p["broadcasts"]):
         lg.publish(pub, [channel_name(0)])
         lg.wait_deliveries(n * (i + 1), ctx.left())
@@ -533,6 +544,66 @@ def scenario_idle(ctx: Ctx) -> dict:
             "deflate_accepted": lg.deflate_accepted / max(1, lg.handshakes),
         },
     )
+
+
+def scenario_idle_plain(ctx: Ctx) -> dict:
+    """RSS of the server tree per open connection that only waits (an echo app's, at its route)."""
+    p = ctx.params
+    srv = ctx.server
+    lg = ctx.lg()
+    warm = lg.open(5, role=PLAIN, timeout=min(20.0, ctx.left()))
+    lg.close(warm.conns)
+    srv.settle(5.0)
+    lg.run_for(p["settle"])
+    lg.dropped = 0
+    rss0, tcp0 = srv.rss_kib(), sockstat_tcp_pages()
+    opened = lg.open(p["n"], role=PLAIN, timeout=ctx.left())
+    if not opened.conns:
+        raise ScenarioError(f"no connection opened: {_errors(opened.errors)}")
+    n = len(opened.conns)
+    lg.run_for(p["settle"])
+    rss1, tcp1 = srv.rss_kib(), sockstat_tcp_pages()
+    return _health(
+        lg,
+        opened,
+        {
+            "rss_before_kib": rss0,
+            "rss_idle_kib": rss1,
+            "kib_per_conn_idle": (rss1 - rss0) / n,
+            "kernel_tcp_kib_per_conn": (tcp1 - tcp0) * PAGE_KIB / n,
+        },
+    )
+
+
+def scenario_rpc(ctx: Ctx) -> dict:
+    """One native connection: a call to the peer's no-op RPC method and a publish, taken in turn,
+    each waiting for its reply; the round trip of each."""
+    p = ctx.params
+    lg = ctx.lg()
+    data = b'{"t":%019d,"s":%010d,"p":"xx"}' % (time.time_ns(), 1_000_000_000)
+    commands = {
+        "rpc": b'{"type":"rpc","method":"%s","params":{}' % ctx.peer.rpc_method.encode(),
+        "publish": b'{"type":"publish","channel":"%s","data":%s' % (channel_name(0).encode(), data),
+    }
+    win = Window(ctx)
+    try:
+        rtts = loadgen.command_rtts(lg, commands, p["count"], timeout=min(30.0, ctx.left()))
+    except (OSError, ConnectionError) as exc:
+        raise ScenarioError(f"round trips failed: {exc}") from exc
+    w = win.end()
+    rpc, publish = latency_summary(rtts["rpc"]), latency_summary(rtts["publish"])
+    done = len(rtts["rpc"]) + len(rtts["publish"])
+    return {
+        "round_trips": done,
+        "expected_round_trips": 2 * p["count"],
+        "rpc_p50_us": rpc["p50_ms"] * 1000,
+        "rpc_p99_us": rpc["p99_ms"] * 1000,
+        "publish_p50_us": publish["p50_ms"] * 1000,
+        "publish_p99_us": publish["p99_ms"] * 1000,
+        "server_cpu_us_per_rtt": _us_per(w["server_cpu_s"], done),
+        "dropped": 0,
+        "refused": 0,
+    }
 
 
 def scenario_connect(ctx: Ctx) -> dict:
@@ -659,11 +730,13 @@ class Scenario:
     timeout: float  # seconds, full size; quick runs get a third (at least 20 s)
     fresh: bool = False  # needs a newly started server (memory figures)
     title: str = ""
-    # The load generator's dialects it is measured in (None: all of them).
-    dialects: tuple[str, ...] | None = None
+    # The load generator's dialects it is measured in.
+    dialects: tuple[str, ...] = loadgen.PUBSUB_DIALECTS
+    # A Peer attribute that must be set for it to apply ("rpc_method").
+    requires: str = ""
 
-    def applies_to(self, dialect: str) -> bool:
-        return self.dialects is None or dialect in self.dialects
+    def applies_to(self, peer) -> bool:
+        return peer.dialect in self.dialects and (not self.requires or bool(getattr(peer, self.requires)))
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -694,6 +767,7 @@ SCENARIOS: dict[str, Scenario] = {
             {"count": 200},
             60,
             title="One connection, sequential ~100-byte round trips",
+            dialects=(*loadgen.PUBSUB_DIALECTS, "echo"),
         ),
         Scenario(
             "connect_rate",
@@ -761,6 +835,45 @@ SCENARIOS: dict[str, Scenario] = {
             # The graphql and pusher dialects subscribe without a position: their rows measure
             # fan-out, and the native one the storm.
             dialects=("json", "socketio"),
+        ),
+        Scenario(
+            "burst_chat_1k",
+            scenario_burst,
+            {"n": 1000, "burst": 20, "repeats": 5, "gap": 0.05},
+            {"n": 100, "burst": 20, "repeats": 3, "gap": 0.01},
+            120,
+            title="The chat: 20 messages sent back to back (one send) by one member, to N members",
+            dialects=loadgen.CHAT_DIALECTS,
+        ),
+        Scenario(
+            "idle_chat",
+            scenario_idle,
+            {"n": 10000, "broadcasts": 3, "settle": 1.0},
+            {"n": 300, "broadcasts": 2, "settle": 0.3},
+            180,
+            fresh=True,
+            title="The chat: RSS per idle member, then after a few messages",
+            dialects=loadgen.CHAT_DIALECTS,
+        ),
+        Scenario(
+            "idle_echo",
+            scenario_idle_plain,
+            {"n": 10000, "settle": 1.0},
+            {"n": 300, "settle": 0.3},
+            120,
+            fresh=True,
+            title="The echo app: RSS per idle connection",
+            dialects=("echo",),
+        ),
+        Scenario(
+            "rpc_rtt",
+            scenario_rpc,
+            {"count": 5000},
+            {"count": 200},
+            60,
+            title="One connection: a call to a no-op RPC method and a publish, in turn, each waiting for its reply",
+            dialects=("json",),
+            requires="rpc_method",
         ),
     )
 }
@@ -839,7 +952,7 @@ def run_peer(name: str, scenarios: list[Scenario], args, log) -> dict:
     used = False
     start_failure = None
     try:
-        for sc in [sc for sc in scenarios if sc.applies_to(peer.dialect)]:
+        for sc in [sc for sc in scenarios if sc.applies_to(peer)]:
             if start_failure:
                 results[sc.name] = {"status": "n/a", "reason": start_failure}
                 log(f"  {name}/{sc.name}: n/a (did not start)")
@@ -891,6 +1004,10 @@ def _brief(entry: dict) -> str:
         "kib_per_conn_after",
         "rtt_p50_us",
         "rtt_p99_us",
+        "rpc_p50_us",
+        "rpc_p99_us",
+        "publish_p50_us",
+        "publish_p99_us",
         "connects_per_s",
         "deliveries",
         "expected_deliveries",

@@ -61,6 +61,13 @@ T_RE = re.compile(rb'"t":\s*(\d{19})')
 EPOCH_RE = re.compile(rb'"epoch":\s*"([^"]{1,64})","offset":\s*(\d{1,20})')
 # Dialect "pusher": the data is a JSON string inside the message, so its quotes are escaped.
 PUSHER_T_RE = re.compile(rb'\\"t\\":(\d{19})')
+# Chat dialects: the payload comes back as it was sent, or as a JSON string inside an envelope.
+CHAT_T_RE = re.compile(rb'\\?"t\\?":\s*(\d{19})')
+# Dialects of pub/sub servers (a subscribe command, a publish command: bench/PROTOCOL.md), of chats
+# (every connection gets every message; what is sent is the payload itself) and of echo apps.
+PUBSUB_DIALECTS = ("json", "socketio", "graphql", "pusher")
+CHAT_DIALECTS = ("chat", "socketio-chat")
+DIALECTS = (*PUBSUB_DIALECTS, *CHAT_DIALECTS, "echo")
 PUSHER_KEY = "bench"  # the app key bench/peers/registry.py gives the switchboard-pusher peer
 ERROR_CODE_RE = re.compile(rb'"code":\s*"([^"]{1,40})"')
 PUBLISH_SIZE = 100  # bytes of the publish command's payload (PROTOCOL.md: "about 100 bytes")
@@ -207,9 +214,15 @@ class LoadGen:
     """Connections to one server, in one epoll set. Single-threaded; not thread-safe."""
 
     def __init__(
-        self, port: int, dialect: str = "json", host: str = "127.0.0.1", deflate: bool = False, prefix: str = ""
+        self,
+        port: int,
+        dialect: str = "json",
+        host: str = "127.0.0.1",
+        deflate: bool = False,
+        prefix: str = "",
+        route: str = "",
     ) -> None:
-        if dialect not in ("json", "socketio", "graphql", "pusher"):
+        if dialect not in DIALECTS:
             raise ValueError(f"unknown dialect {dialect!r}")
         self.addr = (host, port)
         self.host = host
@@ -217,7 +230,11 @@ class LoadGen:
         self.dialect = dialect
         # Where a server mounts its WebSocket routes (Switchboard as an extension under a URL prefix).
         self.path_prefix = prefix
-        self.t_re = PUSHER_T_RE if dialect == "pusher" else T_RE
+        # The one WebSocket path of a chat or echo app (dialects "chat" and "echo").
+        self.route = route
+        self.sio = dialect in ("socketio", "socketio-chat")  # Engine.IO and Socket.IO framing
+        self.chat = dialect in CHAT_DIALECTS
+        self.t_re = {"pusher": PUSHER_T_RE, "chat": CHAT_T_RE}.get(dialect, T_RE)
         self._pusher_greeting = False
         self.offer_deflate = deflate
         self.ep = select.epoll()
@@ -333,8 +350,10 @@ class LoadGen:
             return "/ws/echo" if echo else GQL_PATH
         if self.dialect == "pusher" and not echo:
             return pusher_path(role)
-        if self.dialect == "socketio":
+        if self.sio:
             return "/socket.io/?EIO=4&transport=websocket"
+        if self.dialect in ("chat", "echo"):
+            return self.route
         return self.path_prefix + ("/ws/echo" if echo else "/ws")
 
     def _request(self, path: str) -> bytes:
@@ -395,7 +414,7 @@ class LoadGen:
                     c.no_ctx = True
                 elif name == "server_max_window_bits" and value:
                     c.wbits = int(value.strip('"'))
-        if self.dialect == "socketio":
+        if self.sio:
             c.state = SIO_OPEN
         elif self._pusher_greeting:
             c.state = PUSHER_OPEN
@@ -409,6 +428,11 @@ class LoadGen:
         if c.role == SUB and self.dialect == "graphql":
             c.state = GQL_ACKING
             self._send(c, GQL_INIT_FRAME)
+        elif c.role == SUB and self.chat:
+            # A chat has no subscribe: the app adds the connection to its members on its own.
+            # `await_members` checks it has (bench/PROTOCOL.md, dialect "chat").
+            c.state = SUBSCRIBED
+            self._ready(c)
         elif c.role == SUB:
             c.state = SUBSCRIBING
             self._send(c, self._subscribe_frame(c.channel))
@@ -711,7 +735,7 @@ class LoadGen:
             return
         if self.dialect == "pusher" and c.role != PUB:
             self._pusher_message(c, text)
-        elif self.dialect == "socketio":
+        elif self.sio:
             if text == b"2":  # Engine.IO ping
                 self._send(c, SIO_PONG)
             elif c.state == SIO_OPEN and text.startswith(b"0{"):
@@ -761,7 +785,7 @@ class LoadGen:
             self._drop(c, "subscribe refused: " + text[:80].decode("utf-8", "replace"))
 
     def _is_delivery(self, text: bytes) -> bool:
-        if self.dialect == "socketio":
+        if self.sio:
             return text.startswith(b'42["message"')
         if self.dialect == "pusher":
             return text.startswith(b'{"event":"message"')
@@ -792,6 +816,10 @@ class LoadGen:
         if self.dialect == "socketio":
             head = b'42["publish",{"channel":"%s","data":' % channel.encode()
             tail = b'"}}]'
+        elif self.dialect == "socketio-chat":  # the chat message itself, as Socket.IO's `send`
+            head, tail = b'42["message",', b'"}]'
+        elif self.chat:  # the chat message itself, one text message
+            head, tail = b"", b'"}'
         else:
             head = b'{"type":"publish","channel":"%s","data":' % channel.encode()
             tail = b'"}}'
@@ -840,6 +868,33 @@ class LoadGen:
         return self.stamp_and_send(pub, batch, toffs)
 
     # ---------------------------------------------------------------- waiting and closing
+
+    def await_members(self, conns: list[Conn], pub: Conn, timeout: float) -> None:
+        """Chat dialects: wait until the app has made every connection in `conns` a member.
+
+        A chat adds a connection to its members in its own code after the handshake, so the
+        handshake alone does not say it will get the next message. Publish one message at a time
+        until one of them reaches every connection exactly once (nothing else then is in flight),
+        then forget those deliveries. Other dialects confirm each subscription: nothing to do.
+        """
+        if not self.chat:
+            return
+        deadline = time.monotonic() + timeout
+        while True:
+            for c in conns:
+                c.got = 0
+            self.reset_counts()
+            self.publish(pub, [channel_name(0)])
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Timeout(f"{sum(1 for c in conns if not c.got)} of {len(conns)} never joined the chat")
+            reached = self.wait_deliveries(len(conns), min(left, 2.0))
+            if reached and all(c.got == 1 for c in conns):
+                break
+            self.run_for(0.5)  # let that message's other deliveries arrive before the next one
+        for c in conns:
+            c.got = 0
+        self.reset_counts()
 
     def wait_deliveries(self, target: int, timeout: float) -> bool:
         """Poll until `delivered` reaches `target`; False on timeout."""
@@ -991,6 +1046,54 @@ def echo_rtt(lg: LoadGen, count: int, size: int = 100, timeout: float = 30.0) ->
                 elif op in (1, 2) and (lg.dialect != "socketio" or got.startswith(b'42["echo"')):
                     break
             rtts.append(time.perf_counter_ns() - t0)
+    finally:
+        try:
+            sock.sendall(CLOSE_FRAME)
+        except OSError:
+            pass
+        sock.close()
+        c.state = CLOSED
+    return rtts
+
+
+def command_rtts(lg: LoadGen, commands: dict[str, bytes], count: int, timeout: float = 30.0) -> dict[str, list[int]]:
+    """Native dialect: one connection on /ws sends each of `commands` in turn, `count` times over,
+    each time waiting for its `reply`; returns the round trips in ns, by command name.
+
+    Each command is a JSON object without its closing brace, so that an `"id"` can follow. Taking
+    the commands in turn, not one series after the other, gives each the same conditions.
+    """
+    res = lg.open(1, role=PLAIN, path=lg.path_prefix + "/ws", timeout=timeout)
+    if not res.conns:
+        raise ConnectionError(f"connection failed: {res.errors}")
+    c = res.conns[0]
+    lg.ep.unregister(c.fd)
+    lg.conns.pop(c.fd, None)
+    lg.by_fd[c.fd] = None
+    sock = c.sock
+    sock.setblocking(True)
+    sock.settimeout(timeout)
+    buf = bytearray(c.pending or b"")
+    rtts: dict[str, list[int]] = {name: [] for name in commands}
+    try:
+        for i in range(count * len(commands)):
+            name, command = list(commands.items())[i % len(commands)]
+            reply = b'"type":"reply","id":%d' % i
+            frame = client_frame(command + b',"id":%d}' % i)
+            t0 = time.perf_counter_ns()
+            sock.sendall(frame)
+            while True:
+                b0, got = _recv_frame(sock, buf)
+                op = b0 & 0x0F
+                if op == 9:
+                    sock.sendall(client_frame(got, 10))
+                elif op == 8:
+                    raise ConnectionError("server closed the connection")
+                elif reply in got:
+                    break
+                elif b'"type":"error"' in got:
+                    raise ConnectionError(f"{name} refused: {got[:120].decode('utf-8', 'replace')}")
+            rtts[name].append(time.perf_counter_ns() - t0)
     finally:
         try:
             sock.sendall(CLOSE_FRAME)

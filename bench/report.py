@@ -77,12 +77,19 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
         ("server_cpu_pct", "server CPU", "pct"),
         ("gen_cpu_pct", "generator CPU", "pct"),
     ],
+    "rpc": [
+        ("rpc_p50_us", "RPC p50 µs", "us-"),
+        ("rpc_p99_us", "RPC p99 µs", "us-"),
+        ("publish_p50_us", "publish p50 µs", "us-"),
+        ("publish_p99_us", "publish p99 µs", "us-"),
+        ("server_cpu_us_per_rtt", "server µs/round trip", "us-"),
+    ],
 }
 HEALTH = [("dropped", "dropped"), ("refused", "refused")]
 
 
 def family(scenario: str) -> str:
-    for prefix in ("broadcast", "burst", "channels", "echo", "idle", "connect", "fanout_cpu", "storm"):
+    for prefix in ("broadcast", "burst", "channels", "echo", "idle", "connect", "fanout_cpu", "storm", "rpc"):
         if scenario.startswith(prefix):
             return prefix
     return ""
@@ -154,6 +161,8 @@ def markdown(doc: dict) -> str:
     if meta["mode"] == "quick":
         lines += ["", "**Quick run: tiny sizes, a smoke check only; the figures mean little.**"]
     for name, sc in doc["scenarios"].items():
+        if not any(name in results[peer] for peer in peers):
+            continue  # no peer of this run has it (a chat scenario in a run of pub/sub servers)
         cols = COLUMNS.get(family(name), [])
         params = ", ".join(f"{k}={v}" for k, v in sc["params"].items())
         lines += ["", f"## {name}", "", f"{sc['title']} ({params}).", ""]
@@ -193,6 +202,7 @@ def markdown(doc: dict) -> str:
             lines.append("| " + " | ".join(row) + " |")
         for note in notes:
             lines.append(f"\n*{note}*")
+    lines += comparison_lines(doc)
     if "client_stream" in doc:
         lines += client_stream_lines(doc["client_stream"])
     charts = [p for p in CHARTS if any(results[peer].get(p[0], {}).get("status") == "ok" for peer in peers)]
@@ -226,6 +236,77 @@ def client_stream_lines(row: dict) -> list[str]:
         f"{row['client_cpu_us']:.2f} | {row['messages']:,} × {row['repeat']} |",
     ]
     return lines
+
+
+# Ratios between two peers of one run, with the target each is held to (issue 19): (scenario,
+# figure key, what it is, the peer measured, the peers it is measured against, target).
+COMPARISONS = [
+    (
+        "burst_chat_1k",
+        "deliveries_per_s",
+        "the chat, bursts to 1,000: deliveries/s",
+        "switchboard-chat",
+        ("flask-sock-chat", "flask-socketio-chat"),
+        "≥ 10x",
+    ),
+    (
+        "idle_chat",
+        "kib_per_conn_idle",
+        "the chat: KiB per idle member",
+        "switchboard-chat",
+        ("flask-sock-chat", "flask-socketio-chat"),
+        "≤ 0.5x",
+    ),
+    (
+        "echo",
+        "rtt_p99_us",
+        "flask-sock's echo example: round trip p99",
+        "switchboard-sock-echo",
+        ("flask-sock-echo",),
+        "≤ 0.7x",
+    ),
+    (
+        "idle_echo",
+        "kib_per_conn_idle",
+        "flask-sock's echo example: KiB per idle connection",
+        "switchboard-sock-echo",
+        ("flask-sock-echo",),
+        "≤ 0.3x",
+    ),
+]
+
+
+def comparison_lines(doc: dict) -> list[str]:
+    """The COMPARISONS this run has both sides of: one table row each."""
+    results = doc["results"]
+
+    def figure(peer: str, scenario: str, key: str):
+        entry = results.get(peer, {}).get(scenario, {})
+        return entry.get("figures", {}).get(key) if entry.get("status") == "ok" else None
+
+    rows = []
+    for scenario, key, what, subject, others, target in COMPARISONS:
+        mine = figure(subject, scenario, key)
+        for other in others:
+            theirs = figure(other, scenario, key)
+            if isinstance(mine, int | float) and isinstance(theirs, int | float) and theirs:
+                kind = next(k for name, _, k in COLUMNS[family(scenario)] if name == key)
+                rows.append(
+                    f"| {what} | {subject}: {fmt(mine, kind)} | {other}: {fmt(theirs, kind)} "
+                    f"| {mine / theirs:.2f}x | {target} |"
+                )
+    if not rows:
+        return []
+    return [
+        "",
+        "## Between peers",
+        "",
+        "The figure of one peer divided by another's, in this run, and the target it is held to.",
+        "",
+        "| figure | peer | against | ratio | target |",
+        "|---|--:|--:|--:|---|",
+        *rows,
+    ]
 
 
 # (scenario, file name, kind)

@@ -16,16 +16,22 @@ PYTHON = sys.executable
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
 # gunicorn's default of 1000 would cap the connection count of a gevent worker
 WORKER_CONNECTIONS = "20000"
+# flask-sock under the gthread worker: a thread per connection, more than the 10,000 connections
+# of idle_chat and idle_echo.
+FLASK_SOCK_THREADS = "11000"
 
 
 @dataclass(frozen=True)
 class Peer:
     """One server under test.
 
-    dialect: "json", "socketio", "graphql" or "pusher" (bench/PROTOCOL.md).
+    dialect: "json", "socketio", "graphql" or "pusher" for pub/sub servers; "chat" or
+    "socketio-chat" for a chat app; "echo" for an echo app (bench/PROTOCOL.md).
     ready_path: a WebSocket path (with query, if any); the peer is up once a WebSocket
     handshake to ws://127.0.0.1:PORT<ready_path> succeeds.
     path_prefix: where the json dialect's /ws and /ws/echo are mounted (an extension's URL prefix).
+    route: the one WebSocket path of a chat or echo app (dialects "chat" and "echo").
+    rpc_method: the name of a no-op RPC method on the native /ws, if the peer has one.
     """
 
     name: str
@@ -34,13 +40,16 @@ class Peer:
     dialect: str = "json"
     ready_path: str = "/ws/echo"
     path_prefix: str = ""
+    route: str = ""
+    rpc_method: str = ""
 
 
-def _gunicorn(worker: str, target: str) -> list[str]:
+def _gunicorn(worker: str, target: str, *options: str) -> list[str]:
     # --no-control-socket: gunicorn 27 otherwise binds ~/.gunicorn/gunicorn.ctl, one path
     # shared by every gunicorn on the box (Switchboard's included).
     return [
         GUNICORN,
+        *options,
         "-k",
         worker,
         "-w",
@@ -66,7 +75,19 @@ def _switchboard(name: str, app: str = "wsgi:app", prefix: str = "", **options) 
     env = {"PORT": "{port}", "SWITCHBOARD_RATE_MESSAGES": "0", "SWITCHBOARD_LOG_LEVEL": "warning"}
     env.update(options.pop("env", {}))
     argv = [GUNICORN, "-c", "gunicorn.conf.py", app]
-    return Peer(name, argv, env, ready_path=prefix + "/ws/echo", path_prefix=prefix, **options)
+    options.setdefault("ready_path", prefix + "/ws/echo")
+    return Peer(name, argv, env, path_prefix=prefix, **options)
+
+
+def _app(name: str, dialect: str, route: str, app: str, on_switchboard: bool) -> Peer:
+    """A chat or echo app at `route`: on Switchboard's worker, or on flask-sock as its docs say
+    to run it under Gunicorn, a thread per connection (`--threads`, the gthread worker); the
+    threads must outnumber the connections, since each one holds its thread until it closes."""
+    if on_switchboard:
+        return _switchboard(name, app, dialect=dialect, route=route, ready_path=route)
+    return Peer(
+        name, _gunicorn("gthread", app, "--threads", FLASK_SOCK_THREADS), dialect=dialect, ready_path=route, route=route
+    )
 
 
 PEERS: dict[str, Peer] = {
@@ -84,7 +105,7 @@ PEERS: dict[str, Peer] = {
         _switchboard("switchboard-extension", "bench.peers.switchboard_extension:create_app()", "/rt"),
         # The same with a no-op publish hook (and an RPC method): what the application's own code
         # on every publish costs.
-        _switchboard("switchboard-hooked", "bench.peers.switchboard_hooked:create_app()", "/rt"),
+        _switchboard("switchboard-hooked", "bench.peers.switchboard_hooked:create_app()", "/rt", rpc_method="noop"),
         Peer("switchboard-redis", [PYTHON, "-m", "bench.peers.switchboard_redis", "{port}"]),
         Peer("websockets", [PYTHON, "-m", "bench.peers.websockets_server", "{port}"]),
         Peer("aiohttp", [PYTHON, "-m", "bench.peers.aiohttp_server", "{port}"]),
@@ -103,6 +124,25 @@ PEERS: dict[str, Peer] = {
             "gevent-websocket",
             [PYTHON, "-m", "bench.peers.gevent_websocket_server", "{port}"],
         ),
+        # The article's chat (every message to every client), each written as its own docs show:
+        # a Switchboard sync route (subscribe, then publish what comes in), flask-sock's loop over
+        # a set of clients, the same loop moved to Switchboard by its import, Flask-SocketIO's
+        # broadcast.
+        _app("switchboard-chat", "chat", "/rt/chat", "bench.peers.switchboard_chat:create_app()", True),
+        _app("flask-sock-chat", "chat", "/chat", "tests.syncroutes.flask_sock_chat:app", False),
+        _app("switchboard-sock-chat", "chat", "/chat", "tests.syncroutes.chat:app", True),
+        Peer(
+            "flask-socketio-chat",
+            _gunicorn(
+                "geventwebsocket.gunicorn.workers.GeventWebSocketWorker",
+                "bench.peers.flask_socketio_chat:app",
+            ),
+            dialect="socketio-chat",
+            ready_path="/socket.io/?EIO=4&transport=websocket",
+        ),
+        # flask-sock's echo example, and the same file moved to Switchboard by its import.
+        _app("flask-sock-echo", "echo", "/echo", "tests.syncroutes.flask_sock_echo:app", False),
+        _app("switchboard-sock-echo", "echo", "/echo", "tests.syncroutes.echo:app", True),
     )
 }
 

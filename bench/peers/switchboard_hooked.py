@@ -1,7 +1,8 @@
-"""The "switchboard-extension" peer with a no-op publish hook and an RPC method registered.
+"""The "switchboard-extension" peer with a no-op publish hook and RPC methods registered.
 
 What an application's own code on every publish costs, measured against the same host app
-without hooks (bench/peers/switchboard_extension.py) in the same run.
+without hooks (bench/peers/switchboard_extension.py) in the same run; and the round trip of a
+call to a no-op RPC method beside a publish's (the `rpc_rtt` scenario).
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ def create_app() -> Flask:
     @sb.rpc("echo")
     def echo(client, params):
         return params
+
+    @sb.rpc("noop")
+    def noop(client, params) -> None:
+        """Does nothing: what a call costs on its own."""
 
     sb.init_app(app)
     return app
