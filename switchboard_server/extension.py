@@ -63,13 +63,6 @@ class Switchboard:
         self.api = api
         self._config = config
         self._settings = settings
-        # Namespaces declared in Python (prefix -> options), on top of any file's; a path is the file.
-        self._namespaces: dict[str, dict[str, Any]] = {}
-        if isinstance(namespaces, str):
-            settings["namespaces"] = namespaces
-        else:
-            for prefix, options in (namespaces or {}).items():
-                self.namespace(prefix, **options)
         # The application's functions on events, as registered; each app gets them wrapped in
         # its own context (`_hooks_for`), the apps already set up included.
         self._hooks = Hooks()
@@ -78,6 +71,13 @@ class Switchboard:
         # given here, or the first init_app's.
         self._app: Flask | None = None
         self._routes: list[tuple[str, Callable[..., None], dict[str, Any]]] = []  # sync routes (`route`)
+        # Namespaces declared in Python (prefix -> options), on top of any file's; a path is the file.
+        self._namespaces: dict[str, dict[str, Any]] = {}
+        if isinstance(namespaces, str):
+            settings["namespaces"] = namespaces
+        else:
+            for prefix, options in (namespaces or {}).items():
+                self.namespace(prefix, **options)
         if app is not None:
             self.init_app(app)
 

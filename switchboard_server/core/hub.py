@@ -78,6 +78,15 @@ def _held_to_replay(name: str, namespace: Namespace, entries: list, since: int |
     return publications
 
 
+def _say_offsets_skip(result: dict, namespace: Namespace, replay: list[Publication]) -> None:
+    """A subscribe's result on a latest-value or conflated channel: its offsets may skip (the
+    messages a subscriber was spared), and the latest values replayed follow the reply's offset,
+    as replayed messages always do, so a client that drops what it has seen keeps them."""
+    result["offsets_skip"] = True
+    if namespace.latest and replay:
+        result["offset"] = replay[0].offset - 1
+
+
 class Turns:
     """Lets `batch` callers through per turn of gevent's loop; the rest wait for later turns, in order.
 
@@ -330,12 +339,14 @@ class Hub:
         member = member or {"user": conn.user, "info": conn.info if info is None else info}
         if namespace.presence and channel.add_member(member["user"], member["info"]):
             self.broker.join(name, member, conn.id)
-        result = {"epoch": history.epoch, "offset": history.offset, "recovered": recovered}
-        if reply is not None:
-            reply(result)
         # What history holds after `since`, then what arrived while it was read; a codec may have
         # no frame for some of it (None), like the hub's live fan-out.
         replay: list = _held_to_replay(name, namespace, history.entries, since if same_epoch else None)
+        result = {"epoch": history.epoch, "offset": history.offset, "recovered": recovered}
+        if namespace.latest or namespace.conflate:
+            _say_offsets_skip(result, namespace, replay)
+        if reply is not None:
+            reply(result)
         for item in backlog:
             if isinstance(item, Publication):
                 if item.offset > history.offset and item.exclude != conn.id:
