@@ -28,7 +28,8 @@ def host(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     """The host app with one worker and the in-process broker, or two workers sharing a Redis."""
     tmp_path = tmp_path_factory.mktemp("host")
     redis = RedisServer(tmp_path) if request.param == "redis" else None
-    env = {"SWITCHBOARD_PUSHER_APPS": APPS}
+    # No rate limit: the conflation test publishes as fast as one connection can.
+    env = {"SWITCHBOARD_PUSHER_APPS": APPS, "SWITCHBOARD_RATE_MESSAGES": "0"}
     if redis is not None:
         env["SWITCHBOARD_REDIS_URL"] = redis.url
     instance = HostApp(tmp_path, env, workers=2 if redis else 1).wait_ready()
