@@ -7,9 +7,9 @@ from __future__ import annotations
 import itertools
 import json
 
+from switchboard_client import connect as client_connect
 from websockets.sync.client import connect
 
-from switchboard_client import connect as client_connect
 from tests.graphql.clients import MESSAGES, RawGraphQL
 from tests.integration.servers import Server
 from tests.pusher.deployments import WireClient
