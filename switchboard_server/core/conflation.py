@@ -57,7 +57,7 @@ class Conflation:
 
     def __init__(self, counters: Counter[str]) -> None:
         self._held: dict[str, _Held] = {}
-        self._counters = counters
+        self._counters = counters  # the hub's
 
     def offer(
         self, conn: Connection, subscriber: Subscriber, publication: Publication, frame: Any, namespace: Namespace
@@ -75,7 +75,7 @@ class Conflation:
             return False
         slot = (subscriber, publication.channel, namespace.key_of(publication.message().get("data")))
         if held.frames.pop(slot, None) is not None:
-            self._counters["out_conflated"] += 1
+            self._counters["messages_conflated"] += 1
         held.frames[slot] = (subscriber, frame)
         held.subscriptions.add(subscription)
         return True
