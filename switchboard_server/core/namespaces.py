@@ -186,6 +186,3 @@ class Namespaces:
             self._memo = {}
         self._memo[channel] = namespace
         return namespace
-
-    def __iter__(self):
-        return iter(self._by_prefix.values())
