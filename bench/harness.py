@@ -1132,6 +1132,10 @@ def main(argv: list[str] | None = None) -> int:
 
         log("client_stream:")
         client_row = client_stream.harness_row(args.quick, log)
+        from bench import conflation  # a ticker beside slow readers: bench/conflation.py
+
+        log("conflation:")
+        conflation_row = conflation.harness_row(args.quick, log)
     meta["duration_s"] = round(time.monotonic() - t0, 1)
     doc = {
         "meta": meta,
@@ -1140,6 +1144,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if client_row is not None:
         doc["client_stream"] = client_row
+        doc["conflation"] = conflation_row
     report.write(doc, out)
     print()
     print((out / "results.md").read_text())

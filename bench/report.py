@@ -205,6 +205,8 @@ def markdown(doc: dict) -> str:
     lines += comparison_lines(doc)
     if "client_stream" in doc:
         lines += client_stream_lines(doc["client_stream"])
+    if "conflation" in doc:
+        lines += conflation_lines(doc["conflation"])
     charts = [p for p in CHARTS if any(results[peer].get(p[0], {}).get("status") == "ok" for peer in peers)]
     if charts:
         lines += ["", "## Charts", ""]
@@ -307,6 +309,33 @@ def comparison_lines(doc: dict) -> list[str]:
         "|---|--:|--:|--:|---|",
         *rows,
     ]
+
+
+def conflation_lines(row: dict) -> list[str]:
+    """The conflation row (bench/conflation.py): a ticker's fast subscribers alone and beside slow ones."""
+    lines = [
+        "",
+        "## conflation",
+        "",
+        "A ticker on a conflated channel to fast subscribers (the load generator), alone and beside slow ones "
+        "(tiny receive buffers, read 1 KiB every 100 ms): the fast ones' latency and the server's peak memory "
+        "should not change, and no slow one is closed.",
+        "",
+    ]
+    if row.get("status") != "ok":
+        return [*lines, f"n/a: {row.get('reason', '')[:200]}"]
+    lines += [
+        "| run | fast | slow | messages/s | fast p50 ms | fast p99 ms | fast missing any | server RSS MiB | slow closed |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for name in ("alone", "with_slow"):
+        run = row[name]
+        lines.append(
+            f"| {name.replace('_', ' ')} | {run['fast']} | {run['slow']} | {row['rate']} | {run['p50_ms']} | "
+            f"{run['p99_ms']} | {run['fast_missing']} | {run['server_rss_mib']} | {run.get('closed', '–')} |"
+        )
+    lines.append(f"\np99 with slow / alone: {row['p99_ratio']}x; server memory: {row['rss_ratio']}x.")
+    return lines
 
 
 # (scenario, file name, kind)

@@ -24,6 +24,7 @@ from flask import Blueprint, Flask, current_app, has_app_context
 
 from switchboard_server.core.config import PREFIX, Config
 from switchboard_server.core.hooks import Client, Connect, Hooks, Publish
+from switchboard_server.core.namespaces import Namespaces, check_options
 from switchboard_server.routes import api, graphql, health, ops, pusher, sync, websocket
 from switchboard_server.state import PROTOCOLS, SwitchboardState
 
@@ -42,6 +43,8 @@ class Switchboard:
     `protocols` names what to mount: "native" (`/ws`, always), "echo" (`/ws/echo`), "graphql"
     (`/graphql`) and "pusher" (`/app/<key>` and `/apps/<id>/...`). `api=False` leaves out the
     HTTP API (`/api/...`). `config` is a `Config`, or settings by name (`history_size=500`).
+    `namespaces` is options per channel-name prefix (`{"ticker:": {"latest": True}}`), or the
+    path of a file of them (docs/configuration.md); `namespace()` adds one.
     """
 
     def __init__(
@@ -52,6 +55,7 @@ class Switchboard:
         protocols: Iterable[str] = ("native",),
         api: bool = True,
         config: Config | Mapping[str, Any] | None = None,
+        namespaces: str | Mapping[str, Mapping[str, Any]] | None = None,
         **settings: Any,
     ) -> None:
         self.url_prefix = url_prefix
@@ -67,6 +71,13 @@ class Switchboard:
         # given here, or the first init_app's.
         self._app: Flask | None = None
         self._routes: list[tuple[str, Callable[..., None], dict[str, Any]]] = []  # sync routes (`route`)
+        # Namespaces declared in Python (prefix -> options), on top of any file's; a path is the file.
+        self._namespaces: dict[str, dict[str, Any]] = {}
+        if isinstance(namespaces, str):
+            settings["namespaces"] = namespaces
+        else:
+            for prefix, options in (namespaces or {}).items():
+                self.namespace(prefix, **options)
         if app is not None:
             self.init_app(app)
 
@@ -86,7 +97,8 @@ class Switchboard:
             blueprints.extend(bp for bp in _ROUTES[name] if bp not in blueprints)
         _refuse_taken_paths(app, prefix, blueprints)
         config = self.resolve_config(app)
-        state = SwitchboardState(config, prefix, {"native", *self.protocols})
+        namespaces = Namespaces(config, self._namespaces)
+        state = SwitchboardState(config, prefix, {"native", *self.protocols}, namespaces)
         app.extensions["switchboard"] = state
         state.hub.hooks = self._hooks_for(app)
         self._mounted.append((app, state))
@@ -110,6 +122,15 @@ class Switchboard:
             if PREFIX + spec.name.upper() in app.config
         }
         return dataclasses.replace(config, **from_app, **dict(self._config or {}), **self._settings)
+
+    def namespace(self, prefix: str, **options: Any) -> None:
+        """Options for the channels whose names start with `prefix` (the longest matching prefix
+        wins): `ext.namespace("ticker:", latest=True, conflate=True, conflation_key="symbol")`.
+        Checked now: an unknown option or a bad value raises ValueError naming it. Declare them
+        before the server takes traffic: a channel already in use keeps the options it had."""
+        self._namespaces[prefix] = {**self._namespaces.get(prefix, {}), **check_options(prefix, options)}
+        for _app, state in self._mounted:
+            state.hub.namespaces.declare(prefix, options)
 
     # -- the application's own code on events (docs/hooks.md) ---------------------------------
 

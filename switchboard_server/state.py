@@ -13,6 +13,7 @@ from switchboard_server.brokers import make_broker
 from switchboard_server.core.auth import ANONYMOUS, Identity
 from switchboard_server.core.config import Config
 from switchboard_server.core.hub import Hub
+from switchboard_server.core.namespaces import Namespaces
 from switchboard_server.ops.metrics import Recorder
 from switchboard_server.protocols.echo import Echo
 from switchboard_server.protocols.graphql import GraphQLServer
@@ -30,11 +31,18 @@ Entry = Callable[[Handshake], tuple[Callable[[Connection], None], Identity]]
 class SwitchboardState:
     """One worker's Switchboard for one app."""
 
-    def __init__(self, config: Config, url_prefix: str = "", protocols: Iterable[str] = PROTOCOLS) -> None:
+    def __init__(
+        self,
+        config: Config,
+        url_prefix: str = "",
+        protocols: Iterable[str] = PROTOCOLS,
+        namespaces: Namespaces | None = None,
+    ) -> None:
         self.config = config
         self.url_prefix = url_prefix
         self.protocols = frozenset(protocols)
-        self.hub = Hub(config, make_broker(config))
+        namespaces = namespaces or Namespaces(config)
+        self.hub = Hub(config, make_broker(config, namespaces), namespaces)
         self.native = NativeSession(self.hub)
         self.echo = Echo(self.hub)
         self.graphql = GraphQLServer(self.hub) if "graphql" in self.protocols else None

@@ -117,7 +117,8 @@ class Channel:
     """
 
     __slots__ = (
-        "name", "offset", "epoch", "presence", "token", "state", "error", "inbox", "command", "waiter", "delivered"
+        "name", "offset", "epoch", "presence", "token", "state", "error", "inbox", "command", "waiter", "delivered",
+        "offsets_skip",
     )  # fmt: skip
 
     def __init__(self, name: str, since: int | None, presence: bool, token: str | None = None) -> None:
@@ -126,6 +127,8 @@ class Channel:
         self.epoch: str | None = None
         self.presence = presence
         self.token = token  # a subscription token, sent with every subscribe
+        # The server said offsets may skip here (a latest-value or conflated channel): no gap is an error.
+        self.offsets_skip = False
         self.state = PENDING
         self.error: Exception | None = None
         self.inbox: deque[Message | Join | Leave | RecoveryError] = deque()
@@ -430,6 +433,7 @@ class Session:
             # Held messages (if any) follow this reply; without them, live ones follow `offset`.
             channel.offset = None if held else offset
         channel.epoch = epoch
+        channel.offsets_skip = result.get("offsets_skip", False)
         channel.state = LIVE
         return channel.delivered
 
@@ -471,7 +475,7 @@ class Session:
         if last is not None:
             if offset <= last:
                 return None  # already delivered: replayed after a reconnect
-            if offset != last + 1:
+            if offset != last + 1 and not channel.offsets_skip:
                 channel.inbox.append(
                     RecoveryError(
                         channel.name,

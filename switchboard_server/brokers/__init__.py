@@ -10,17 +10,19 @@ from __future__ import annotations
 
 from switchboard_server.brokers.base import Broker, BrokerUnavailable, History
 from switchboard_server.core.config import Config
+from switchboard_server.core.namespaces import Namespaces
 
 
-def make_broker(config: Config) -> Broker:
-    """The broker the configuration asks for: Redis when SWITCHBOARD_REDIS_URL is set."""
+def make_broker(config: Config, namespaces: Namespaces | None = None) -> Broker:
+    """The broker the configuration asks for: Redis when SWITCHBOARD_REDIS_URL is set; each
+    channel's history size and TTL come from its namespace."""
     if config.redis_url:
         from switchboard_server.brokers.redis import RedisBroker  # imported only when used: redis-py is optional
 
-        return RedisBroker(config)
+        return RedisBroker(config, namespaces)
     from switchboard_server.brokers.local import LocalBroker
 
-    return LocalBroker(config)
+    return LocalBroker(config, namespaces)
 
 
 __all__ = ["Broker", "BrokerUnavailable", "History", "make_broker"]

@@ -15,21 +15,23 @@ from switchboard_server.brokers.base import History, Observers, Receiver, reache
 from switchboard_server.core.channels import PUSH_CHANGE, PUSH_NOTICE, member_push
 from switchboard_server.core.config import Config
 from switchboard_server.core.envelope import member_payload, presence_notice_payload
+from switchboard_server.core.namespaces import Namespaces
 
 
 class _Ring:
     """One channel's recent messages, its last offset, its epoch, and the idempotency keys of its
     window."""
 
-    __slots__ = ("entries", "last_offset", "last_active", "keys", "epoch")
+    __slots__ = ("entries", "last_offset", "last_active", "keys", "epoch", "ttl")
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, ttl: float) -> None:
         # New with every ring: offsets start again from 1 when a worker restarts or a channel's
         # history is forgotten, so a client holding offsets from before must see they are void.
         self.epoch = secrets.token_hex(4)
         self.entries: deque[tuple[int, bytes]] = deque(maxlen=size)
         self.last_offset = 0
         self.last_active = time.monotonic()
+        self.ttl = ttl  # the channel's namespace's history TTL
         # idempotency key -> (offset, when it was used), oldest first, so expiry stops early.
         self.keys: dict[str, tuple[int, float]] = {}
 
@@ -37,9 +39,9 @@ class _Ring:
 class LocalBroker:
     """A broker for a single worker: the hub's own channels are the whole truth."""
 
-    def __init__(self, config: Config) -> None:
-        self._size = config.history_size
-        self._ttl = config.history_ttl
+    def __init__(self, config: Config, namespaces: Namespaces | None = None) -> None:
+        # History size and TTL are per channel, from its namespace.
+        self._namespaces = namespaces or Namespaces(config)
         self._key_window = config.idempotency_window
         self._push_limit = config.presence_push_limit
         self._rings: dict[str, _Ring] = {}
@@ -53,7 +55,8 @@ class LocalBroker:
     def _ring(self, channel: str) -> _Ring:
         ring = self._rings.get(channel)
         if ring is None:
-            ring = self._rings[channel] = _Ring(self._size)
+            namespace = self._namespaces.of(channel)
+            ring = self._rings[channel] = _Ring(namespace.history_size, namespace.history_ttl)
         return ring
 
     def publish(
@@ -67,7 +70,7 @@ class LocalBroker:
                 return seen[0]
         offset = ring.last_offset = ring.last_offset + 1
         payload = head + b"%d" % offset + tail
-        if self._size:
+        if ring.entries.maxlen:
             ring.entries.append((offset, payload))
         ring.last_active = now
         if idempotency_key is not None:
@@ -137,7 +140,6 @@ class LocalBroker:
         """Forget expired idempotency keys, and the history of channels nobody subscribes to once
         it is older than the TTL."""
         now = time.monotonic()
-        cutoff = now - self._ttl
         key_cutoff = now - self._key_window
         for name, ring in tuple(self._rings.items()):
             keys = ring.keys
@@ -146,7 +148,7 @@ class LocalBroker:
                     break
                 del keys[key]
             # A ring also keeps the keys of its last publishes: never drop it before they expire.
-            if ring.last_active < cutoff and not keys and name not in self._receiver.local_channels():
+            if ring.last_active < now - ring.ttl and not keys and name not in self._receiver.local_channels():
                 del self._rings[name]
 
     def problem(self) -> str | None:

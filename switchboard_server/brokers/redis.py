@@ -48,6 +48,7 @@ from switchboard_server.brokers.pipeline import CONNECTION_FAILURES, Pipeline, S
 from switchboard_server.core.codecs import Gap
 from switchboard_server.core.config import Config
 from switchboard_server.core.envelope import member_payload, presence_notice_payload
+from switchboard_server.core.namespaces import Namespaces
 
 try:
     import redis
@@ -218,9 +219,9 @@ def _pubsub_channel(channel: str) -> str:
 class RedisBroker:
     """A broker shared by every worker that points at the same Redis."""
 
-    def __init__(self, config: Config) -> None:
-        self._history_size = config.history_size
-        self._history_ttl = max(1, int(config.history_ttl))
+    def __init__(self, config: Config, namespaces: Namespaces | None = None) -> None:
+        # History size and TTL are per channel, from its namespace (`_history_ttl`).
+        self._namespaces = namespaces or Namespaces(config)
         self._presence_ttl = config.presence_ttl
         self._push_limit = config.presence_push_limit
         self._key_window = max(1, int(config.idempotency_window))
@@ -262,6 +263,10 @@ class RedisBroker:
     def attach(self, receiver: Receiver) -> None:
         self._receiver = receiver
 
+    def _history_ttl(self, channel: str) -> int:
+        """Whole seconds, as EXPIRE takes them, at least one."""
+        return max(1, int(self._namespaces.of(channel).history_ttl))
+
     # -- publishing and history ------------------------------------------------------------
 
     def publish(
@@ -282,7 +287,8 @@ class RedisBroker:
                 _pubsub_channel(channel),
                 _redis_key(channel, f"k:{idempotency_key or ''}"),
             ]
-            args = [head, tail, self._history_size, os.urandom(4).hex(), self._history_ttl]
+            namespace = self._namespaces.of(channel)
+            args = [head, tail, namespace.history_size, os.urandom(4).hex(), self._history_ttl(channel)]
             args += ["1" if idempotency_key is not None else "0", self._key_window, exclude]
             pending.append(self._pipeline.call(*_PUBLISH.command(keys, args)))
         results: list[int | BrokerUnavailable] = []
@@ -301,7 +307,7 @@ class RedisBroker:
         first = "" if since is None else f"{min(since + 1, _MAX_STREAM_ID)}-0"
         keys = [_redis_key(channel, "m"), _redis_key(channel, "s")]
         # XRANGE's COUNT 0 means no limit: for `limit=0` read one entry (for `complete`) and none back.
-        args = [os.urandom(4).hex(), self._history_ttl, first, "" if limit is None else max(limit, 1)]
+        args = [os.urandom(4).hex(), self._history_ttl(channel), first, "" if limit is None else max(limit, 1)]
         try:
             reply = self._pipeline.execute(*_HISTORY.command(keys, args))
         except _FAILURES as exc:
@@ -604,7 +610,7 @@ class RedisBroker:
             # Channels with subscribers here keep their epoch and offsets however quiet they are.
             pipe = self.redis.pipeline(transaction=False)
             for name in self._wanted:
-                pipe.expire(_redis_key(name, "m"), self._history_ttl)
+                pipe.expire(_redis_key(name, "m"), self._history_ttl(name))
             pipe.execute()
             if self.redis.zadd("sb:workers", {self.worker: now}) or self._resync:
                 self._resync = False

@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from switchboard_server.core.codecs import Codec, Subscriber
+from switchboard_server.core.namespaces import PRESENCE_CHANNELS, Namespace
 
-PRESENCE_PREFIX = "presence-"
+PRESENCE_PREFIX = PRESENCE_CHANNELS
 
 # What a join or leave sends to the channel's other subscribers (`member_push`).
 PUSH_CHANGE = "change"  # the join or leave itself
@@ -40,10 +41,11 @@ def pushes_members(members: int, limit: int) -> bool:
 class Channel:
     """Local subscribers, live (per codec) or catching up, and local member counts."""
 
-    __slots__ = ("name", "codecs", "catching_up", "members")
+    __slots__ = ("name", "namespace", "codecs", "catching_up", "members")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, namespace: Namespace) -> None:
         self.name = name
+        self.namespace = namespace
         # Live subscribers per codec (values unused): insertion-ordered, so fan-out follows
         # subscription order. A codec with no subscribers left is removed.
         self.codecs: dict[Codec, dict[Subscriber, None]] = {}

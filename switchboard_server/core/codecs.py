@@ -50,13 +50,16 @@ class Announcement:
     """A member joining or leaving a channel: `payload` is the native `join`/`leave` push; or a
     presence notice, that such pushes stop or resume on the channel (`is_notice`)."""
 
-    __slots__ = ("channel", "payload", "exclude", "_message")
+    __slots__ = ("channel", "payload", "exclude", "pushed", "_message")
 
     def __init__(self, channel: str, payload: bytes, exclude: str = "") -> None:
         self.channel = channel
         self.payload = payload
         # The connection whose subscription caused a join: it is not told about itself.
         self.exclude = exclude
+        # Whether the channel's namespace pushes join/leave on every channel (`join_leave`), not
+        # only where a protocol pushes them by itself (on presence- channels).
+        self.pushed = False
         self._message: dict | None = None
 
     @property

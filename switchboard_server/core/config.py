@@ -71,6 +71,8 @@ class Config:
     pusher_apps: str = ""
     # Where Pusher webhooks are POSTed, for every app whose JSON entry names no webhook_url.
     pusher_webhook_url: str = ""
+    # A TOML or JSON file of channel namespaces: options per channel-name prefix (docs/configuration.md).
+    namespaces: str = ""
     # Log level (debug, info, warning, error) and format: "json", "text", or "auto" (text on a terminal).
     log_level: str = "info"
     log_format: str = "auto"

@@ -28,10 +28,12 @@ from switchboard_server.core.auth import Identity, TokenAuthority
 from switchboard_server.core.channels import Channel
 from switchboard_server.core.codecs import Announcement, Codec, Gap, Publication, Subscriber, Subscription
 from switchboard_server.core.config import Config
+from switchboard_server.core.conflation import Conflation, latest_per_key
 from switchboard_server.core.envelope import message_parts, validate_channel
 from switchboard_server.core.errors import ProtocolError
 from switchboard_server.core.hooks import Hooks, PresenceHooks, Publish, Refuse, client_of
 from switchboard_server.core.limits import TokenBucket
+from switchboard_server.core.namespaces import Namespace, Namespaces
 from switchboard_server.core.session import Session
 from switchboard_server.transport.connection import Connection, Flusher
 from switchboard_server.transport.frames import (
@@ -60,6 +62,29 @@ def _member_frame(codec: Codec, announcement: Announcement) -> Any:
     if announcement.is_notice and not getattr(codec, "notices", False):
         return None
     return codec.member_frame(announcement)
+
+
+def _held_to_replay(name: str, namespace: Namespace, entries: list, since: int | None) -> list[Publication]:
+    """What a subscribe replays of the history read: everything after `since` (None when its
+    epoch is gone), or on a latest-value or conflated channel the latest of it per key only (a
+    latest-value channel's is sent even without a position, as the channel's current state)."""
+    if namespace.latest and since is not None:
+        entries = [entry for entry in entries if entry[0] > since]
+    elif not namespace.latest and since is None:
+        entries = []  # offsets of another epoch mean nothing here
+    publications = [Publication(name, offset, payload) for offset, payload in entries]
+    if namespace.latest or namespace.conflate:
+        return latest_per_key(publications, namespace)
+    return publications
+
+
+def _say_offsets_skip(result: dict, namespace: Namespace, replay: list[Publication]) -> None:
+    """A subscribe's result on a latest-value or conflated channel: its offsets may skip (the
+    messages a subscriber was spared), and the latest values replayed follow the reply's offset,
+    as replayed messages always do, so a client that drops what it has seen keeps them."""
+    result["offsets_skip"] = True
+    if namespace.latest and replay:
+        result["offset"] = replay[0].offset - 1
 
 
 class Turns:
@@ -114,8 +139,10 @@ class Turns:
 class Hub:
     """One worker's engine. Create one per app; every method is called from greenlets of one thread."""
 
-    def __init__(self, config: Config, broker: Broker) -> None:
+    def __init__(self, config: Config, broker: Broker, namespaces: Namespaces | None = None) -> None:
         self.config = config
+        # Options per channel-name prefix; the broker is given the same for history size and TTL.
+        self.namespaces = namespaces or Namespaces(config)
         self.broker = broker
         self.broker.attach(self)
         self.tokens = TokenAuthority(config.token_secret)
@@ -123,6 +150,8 @@ class Hub:
         self.connections: dict[str, Connection] = {}
         self._per_address: dict[str, int] = {}
         self.counters: Counter[str] = Counter()
+        # What lagging connections are spared on conflated channels.
+        self.conflation = Conflation(self.counters)
         # The application's own functions on events (the extension fills it in).
         self.hooks = Hooks()
         self.broker.observers.add(PresenceHooks(lambda: self.hooks))
@@ -216,6 +245,7 @@ class Hub:
     def on_close(self, conn: Connection) -> None:
         """Forget a connection: undo every subscription (pushing `leave` where it was the last tab)."""
         self.connections.pop(conn.id, None)
+        self.conflation.forget(conn)
         if self._drained is not None and not self.connections:
             self._drained.set()
         remaining = self._per_address.pop(conn.address, 1) - 1
@@ -288,19 +318,26 @@ class Hub:
             admit()
         channel = self.channels.get(name)
         if channel is None:
-            channel = self.channels[name] = Channel(name)
+            channel = self.channels[name] = Channel(name, self.namespaces.of(name))
+        namespace = channel.namespace
+        # Without recovery a position is not replayed: the reply says so (`recovered` false).
+        unrecovered = since is not None and not namespace.recovery
+        if not namespace.recovery:
+            since = epoch = None
         # Subscribe first, read history second: messages arriving in between wait in the backlog.
         backlog: list = []
         channel.catching_up[subscriber] = backlog
         try:
             self.broker.listen(name)
-            history = self.broker.history(name, since)
+            history = self.broker.history(name, 0 if namespace.latest else since)
         except ProtocolError:
             self._drop_subscriber(channel, codec, subscriber)
             raise
         if channel.catching_up.get(subscriber) is not backlog:
             return None  # the connection went away while the broker answered
-        recovered = history.complete and (epoch is None or epoch == history.epoch)
+        same_epoch = epoch is None or epoch == history.epoch
+        # A latest-value channel is current once its latest value is sent, whatever history holds.
+        recovered = same_epoch and (history.complete or namespace.latest) and not unrecovered
         if strict and since is not None and not recovered:
             self._drop_subscriber(channel, codec, subscriber)
             raise ProtocolError(
@@ -308,18 +345,18 @@ class Hub:
                 f"{name!r} no longer holds every message after offset {since} of epoch {epoch}: "
                 "subscribe without a position and reload what is missing",
             )
-        if epoch is not None and epoch != history.epoch:
-            history.entries = []  # offsets of another epoch mean nothing here
         # Be a member before the reply, so whoever hears the reply can see us.
         member = member or {"user": conn.user, "info": conn.info if info is None else info}
-        if channel.add_member(member["user"], member["info"]):
+        if namespace.presence and channel.add_member(member["user"], member["info"]):
             self.broker.join(name, member, conn.id)
-        result = {"epoch": history.epoch, "offset": history.offset, "recovered": recovered}
-        if reply is not None:
-            reply(result)
         # What history holds after `since`, then what arrived while it was read; a codec may have
         # no frame for some of it (None), like the hub's live fan-out.
-        replay: list = [Publication(name, offset, payload) for offset, payload in history.entries]
+        replay: list = _held_to_replay(name, namespace, history.entries, since if same_epoch else None)
+        result = {"epoch": history.epoch, "offset": history.offset, "recovered": recovered}
+        if namespace.latest or namespace.conflate:
+            _say_offsets_skip(result, namespace, replay)
+        if reply is not None:
+            reply(result)
         for item in backlog:
             if isinstance(item, Publication):
                 if item.offset > history.offset and item.exclude != conn.id:
@@ -373,6 +410,7 @@ class Hub:
         user = subscription.member["user"]
         member = channel.remove_member(user)
         self._drop_subscriber(channel, subscription.codec, subscription.subscriber)
+        self.conflation.drop(conn, subscription.subscriber, name)
         self.broker.count(name)
         if member is not None:
             self.broker.leave(name, member)
@@ -461,6 +499,9 @@ class Hub:
         if channel is None:
             return
         publication = Publication(name, offset, payload, exclude)
+        if channel.namespace.conflate:
+            self._deliver_conflated(channel, publication)
+            return
         # The hot path: it allocates nothing per subscriber (a tuple per subscriber here cost 2x
         # in garbage collection on bursts to 5,000), and counts once per codec, not per recipient.
         for codec, subscribers in channel.codecs.items():
@@ -475,6 +516,25 @@ class Hub:
             else:
                 for subscriber in tuple(subscribers):
                     subscriber.enqueue(frame)
+        for backlog in channel.catching_up.values():
+            backlog.append(publication)
+
+    def _deliver_conflated(self, channel: Channel, publication: Publication) -> None:
+        """`deliver` on a conflated channel: each subscriber that lags is held its latest frame per
+        key instead (core/conflation.py); the others get every one."""
+        namespace = channel.namespace
+        for codec, subscribers in channel.codecs.items():
+            frame = codec.message_frame(publication)
+            if frame is None:
+                continue
+            for subscriber in tuple(subscribers):
+                if subscriber.id == publication.exclude:
+                    continue
+                conn = self.connections.get(subscriber.id)
+                if conn is not None and self.conflation.offer(conn, subscriber, publication, frame, namespace):
+                    continue
+                subscriber.enqueue(frame)
+                self.counters["out_message"] += 1
         for backlog in channel.catching_up.values():
             backlog.append(publication)
 
@@ -502,7 +562,11 @@ class Hub:
         channel = self.channels.get(name)
         if channel is None:
             return
+        join_leave = channel.namespace.join_leave
+        if join_leave is False:
+            return
         announcement = Announcement(name, payload, exclude)
+        announcement.pushed = join_leave is True
         if self._outdated(channel, announcement):
             return
         for codec, subscribers in channel.codecs.items():
@@ -546,7 +610,18 @@ class Hub:
     # -- reading -------------------------------------------------------------------------------
 
     def presence(self, name: str) -> list[dict]:
-        return self.broker.members(validate_channel(name))
+        namespace = self.namespaces.of(validate_channel(name))
+        if not namespace.presence:
+            raise ProtocolError("forbidden", f"presence is off on {name!r} (namespace {namespace.prefix!r})")
+        return self.broker.members(name)
+
+    def may_client_publish(self, grants: Any, name: str) -> bool:
+        """Whether a client holding `grants` (core/access.py) may publish on `name`: its namespace's
+        `client_publish`, else the global rule."""
+        allowed = self.namespaces.of(name).client_publish
+        if allowed is False:
+            return False
+        return grants.may_publish(name, self.config.client_publish if allowed is None else allowed)
 
     def member_count(self, name: str) -> int:
         """How many members the channel has, across every worker."""
@@ -603,6 +678,7 @@ class Hub:
     def shutdown(self, timeout: float = 5.0) -> None:
         """Tell every connection the server is going away, wait (up to `timeout`) for the closes,
         then let go of the broker."""
+        self.conflation.stop()
         if self._maintenance is not None:
             self._maintenance.kill(block=False)
             self._maintenance = None

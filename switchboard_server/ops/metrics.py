@@ -48,6 +48,10 @@ PLAIN = {
     "connections_opened": ("connections_opened", "WebSocket connections accepted."),
     "slow_consumers_closed": ("slow_consumer_disconnects", "Connections closed (1008) as slow."),
     "closed_for_abuse": ("rate_limit_disconnects", "Connections closed (1008) for flooding."),
+    "messages_conflated": (
+        "messages_conflated",
+        "Messages a lagging subscriber of a conflated channel was spared: replaced by a newer one of the same key.",
+    ),
     "broker_reconnects": ("broker_reconnects", "Times the Redis broker came back after an outage."),
     "message_gaps": (
         "message_gaps",

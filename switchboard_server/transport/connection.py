@@ -200,6 +200,16 @@ class Connection:
             self.scheduled = True
             self._flusher.add(self)
 
+    def lagging(self) -> bool:
+        """Whether a frame queued now would wait behind others: a write the kernel could not take
+        is still pending, or half the queue's limit is already queued (core/conflation.py then
+        keeps the latest value per key rather than queueing every one)."""
+        return (
+            self._writer is not None
+            or 2 * len(self._pending) > self._max_messages
+            or 2 * self._pending_bytes > self._max_bytes
+        )
+
     def send(self, frame: bytes) -> None:
         """Queue a frame and write it now: replies need not wait for the flusher."""
         if self.queue(frame):

@@ -211,7 +211,7 @@ def _publish(
     idempotency_key = validate_idempotency_key(idempotencyKey)
     validate_event(event)
     hub = caller.hub
-    if not caller.trusted and not caller.grants.may_publish(channel, hub.config.client_publish):
+    if not caller.trusted and not hub.may_client_publish(caller.grants, channel):
         raise ProtocolError("forbidden", f"clients may not publish on {channel!r}")
     offset = hub.publish(channel, data, caller.user, idempotency_key, event, by=caller.conn, api=caller.conn is None)
     hub.counters["publishes_graphql"] += 1

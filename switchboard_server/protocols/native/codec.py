@@ -14,8 +14,9 @@ from switchboard_server.transport.frames import encode_frame
 class NativeCodec:
     """Frames for native subscribers: the broker's JSON as it is, join/leave on presence- only.
 
-    Members are tracked on every channel, but join/leave are pushed only on `presence-` channels:
-    on a broadcast channel with N subscribers they would cost N^2 frames. Past the push limit
+    Members are tracked on every channel, but join/leave are pushed only on `presence-` channels
+    (and those of a namespace that asks for them, `Announcement.pushed`): on a broadcast channel
+    with N subscribers they would cost N^2 frames. Past the push limit
     they stop there too, and the presence notices that say so are framed like them.
     """
 
@@ -25,7 +26,7 @@ class NativeCodec:
         return encode_frame(publication.payload)
 
     def member_frame(self, announcement: Announcement) -> bytes | None:
-        if not announcement.channel.startswith(PRESENCE_PREFIX):
+        if not (announcement.pushed or announcement.channel.startswith(PRESENCE_PREFIX)):
             return None
         return encode_frame(announcement.payload)
 

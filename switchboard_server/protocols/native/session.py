@@ -195,11 +195,10 @@ class NativeSession(Session):
 
     def _publish(self, conn: Connection, publishes: list[Command]) -> None:
         """A run of publish commands: the permitted ones stored together, each answered in order."""
-        public = self.hub.config.client_publish
         refused = {
             i: ProtocolError("forbidden", f"clients may not publish on {c.channel!r}")
             for i, c in enumerate(publishes)
-            if not conn.grants.may_publish(c.channel, public)
+            if not self.hub.may_client_publish(conn.grants, c.channel)
         }
         allowed = [c for i, c in enumerate(publishes) if i not in refused]
         offsets = iter(

@@ -247,6 +247,8 @@ class PusherSession(Session):
             raise PusherError(
                 UNAUTHORIZED, "client events are accepted only on private- and presence- channels you subscribed to"
             )
+        if self.hub.namespaces.of(subscription.channel).client_publish is False:
+            raise PusherError(UNAUTHORIZED, f"client events are not accepted on {channel!r}")
         user = subscription.member["user"]
         stored = events.stored_data(data)
         try:
