@@ -45,11 +45,23 @@ def view(function: Route) -> Callable[..., Any]:
 
         @copy_current_request_context
         def call(ws: sync.WebSocket) -> None:
+            _let_go_of_http(request.environ)
             function(ws, **url_variables)
 
         return upgrade(sync.runner(hub, call, request.endpoint or function.__name__), identity)
 
     return answer
+
+
+# What the WSGI environ holds of the HTTP exchange the socket came from: Gunicorn's request
+# parser, its read buffer and the socket object. The function's copy of the request context would
+# keep them for the connection's whole life, about as much again as the connection itself.
+_HTTP_EXCHANGE = ("wsgi.input", "gunicorn.socket", "wsgi.early_hints")
+
+
+def _let_go_of_http(environ: dict) -> None:
+    for key in _HTTP_EXCHANGE:
+        environ.pop(key, None)
 
 
 def _identity(hub: Hub, address: str) -> Identity:
