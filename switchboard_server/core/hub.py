@@ -28,15 +28,17 @@ from switchboard_server.core.auth import Identity, TokenAuthority
 from switchboard_server.core.channels import Channel
 from switchboard_server.core.codecs import Announcement, Codec, Gap, Publication, Subscriber, Subscription
 from switchboard_server.core.config import Config
+from switchboard_server.core.drain import DrainPlan
 from switchboard_server.core.envelope import message_parts, validate_channel
 from switchboard_server.core.errors import ProtocolError
 from switchboard_server.core.hooks import Hooks, PresenceHooks, Publish, Refuse, client_of
 from switchboard_server.core.limits import TokenBucket
-from switchboard_server.core.session import Session
+from switchboard_server.core.session import Session, restart_reason
 from switchboard_server.transport.connection import Connection, Flusher
 from switchboard_server.transport.frames import (
     CLOSE_GOING_AWAY,
     CLOSE_POLICY_VIOLATION,
+    CLOSE_SERVICE_RESTART,
     OP_PING,
     FrameParser,
     encode_frame,
@@ -131,11 +133,16 @@ class Hub:
         self._maintenance: gevent.Greenlet | None = None
         # Set once the last connection has gone, while shutting down.
         self._drained: Event | None = None
+        # True from the start of a drain (core/drain.py): handshakes are refused, /healthz is 503.
+        self.draining = False
 
     # -- connections -----------------------------------------------------------------------
 
     def admit(self, identity: Identity, address: str) -> None:
-        """Refuse a handshake (before the upgrade) that would pass a connection limit."""
+        """Refuse a handshake (before the upgrade) that would pass a connection limit, or that
+        reached a draining worker (a 503 nginx retries on another instance)."""
+        if self.draining:
+            raise ProtocolError("draining", "this server is restarting: connect to another instance")
         if identity.user is None and not self.config.allow_anonymous:
             raise ProtocolError("unauthorized", "anonymous connections are not allowed: connect with ?token=<JWT>")
         if len(self.connections) >= self.config.max_connections:
@@ -589,6 +596,29 @@ class Hub:
         elif not conn.warned and conn.expires - now <= self.config.token_warning:
             conn.warned = True
             conn.session.token_expiring(conn)
+
+    def drain(self, window: float, batch: int) -> None:
+        """Refuse new connections from now on, then close the open ones in batches of at most
+        `batch` spread over `window` seconds, each told when to come back (core/drain.py).
+        Returns once the last batch was told; `shutdown` then waits for the closes. A window of
+        0 only refuses, leaving every connection to `shutdown`'s 1001."""
+        self.draining = True
+        connections = list(self.connections.values())
+        plan = DrainPlan.spread(len(connections), batch, window)
+        log.info("draining", extra={"connections": plan.count, "batches": plan.batches, "within_ms": plan.within_ms})
+        if window <= 0:
+            return
+        for index in range(plan.batches):
+            if index:
+                gevent.sleep(plan.gap)
+            for conn in plan.batch(index, connections):
+                if conn.closing:
+                    continue
+                self.counters["drain_closed"] += 1
+                if conn.session is not None:
+                    conn.session.restarting(conn, plan.within_ms)
+                else:  # still in its handshake's last step: no protocol has spoken yet
+                    conn.close(CLOSE_SERVICE_RESTART, restart_reason(plan.within_ms))
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Tell every connection the server is going away, wait (up to `timeout`) for the closes,

@@ -1,7 +1,11 @@
 """Switchboard's Gunicorn worker: gevent's own, with the `/ws` handshake taken off the slow path.
 
 Use it for any app that mounts Switchboard (`worker_class = "switchboard_server.Worker"`): it also
-closes every connection with 1001 when the worker exits.
+drains before it stops. Whenever Gunicorn tells the worker to stop (SIGTERM, the old workers of a
+graceful reload, max_requests, the master gone) the worker first refuses new connections and
+closes the open ones in batches over SWITCHBOARD_DRAIN_WINDOW (core/drain.py), still answering
+HTTP meanwhile so `/healthz` says 503 and a refused handshake is retried by nginx elsewhere; then
+it stops as Gunicorn's would, closing any connection left with 1001.
 
 
 A handshake is most of what a reconnect storm costs, and the way through Gunicorn's HTTP parser, a
@@ -50,6 +54,33 @@ class Worker(GeventWorker):
     """Gunicorn's gevent worker; `/ws` handshakes it can answer alone never reach Flask."""
 
     _fast: FastPath | None = None
+    _serving = True
+    _draining: gevent.Greenlet | None = None
+
+    @property
+    def alive(self) -> bool:
+        """Gunicorn's "keep serving" flag: its loops run while this is True."""
+        return self._serving
+
+    @alive.setter
+    def alive(self, value: bool) -> None:
+        """Gunicorn sets this False everywhere it decides the worker stops (a signal handler, a
+        request past max_requests, the master gone), so the drain starts here, for every one of
+        them; the flag falls once the drain is done."""
+        if value:
+            self._serving = True
+            return
+        state = _switchboard(self.wsgi) if hasattr(self, "wsgi") else None
+        if state is None:
+            self._serving = False
+        elif self._draining is None:
+            self._draining = gevent.spawn(self._drain, state)
+
+    def _drain(self, state) -> None:
+        try:
+            state.drain()
+        finally:
+            self._serving = False
 
     def run(self) -> None:
         """Serve until told to stop, then say goodbye properly: every client gets close 1001."""
