@@ -604,10 +604,11 @@ class Hub:
         0 only refuses, leaving every connection to `shutdown`'s 1001."""
         self.draining = True
         connections = list(self.connections.values())
+        if window <= 0:
+            log.info("draining", extra={"connections": len(connections), "window": 0})
+            return
         plan = DrainPlan.spread(len(connections), batch, window)
         log.info("draining", extra={"connections": plan.count, "batches": plan.batches, "within_ms": plan.within_ms})
-        if window <= 0:
-            return
         for index in range(plan.batches):
             if index:
                 gevent.sleep(plan.gap)
