@@ -113,6 +113,22 @@ class Turns:
             self._refill_soon()
 
 
+def _sent_already(channel: Channel, offset: int) -> set:
+    """The subscribers that got the message at `offset` from history when they subscribed: the
+    broker's copy reached this worker only after their history read (pub/sub and history come
+    over different connections). A subscriber leaves `ahead` once the live stream reaches where
+    its history ended; an offset going back (a new epoch) ends every such wait."""
+    ahead = channel.ahead
+    if offset <= channel.delivered:
+        ahead.clear()
+        return set()
+    skip = {subscriber for subscriber, until in ahead.items() if offset <= until}
+    for subscriber, until in tuple(ahead.items()):
+        if offset >= until:
+            del ahead[subscriber]
+    return skip
+
+
 class Hub:
     """One worker's engine. Create one per app; every method is called from greenlets of one thread."""
 
@@ -330,6 +346,8 @@ class Hub:
                 subscriber.queue(frame)
                 self.counters["out_message"] += is_message
         del channel.catching_up[subscriber]
+        if history.offset > channel.delivered and epoch in (None, history.epoch):
+            channel.ahead[subscriber] = history.offset
         channel.add_subscriber(codec, subscriber)
         conn.subscriptions[sub_id] = Subscription(name, codec, subscriber, member)
         conn.flush()
@@ -379,6 +397,7 @@ class Hub:
         """Forget a subscriber; the last one out tells the broker and drops the channel here."""
         channel.remove_subscriber(codec, subscriber)
         channel.catching_up.pop(subscriber, None)
+        channel.ahead.pop(subscriber, None)
         if channel.is_empty():
             del self.channels[channel.name]
             self.broker.unlisten(channel.name)
@@ -458,6 +477,8 @@ class Hub:
         if channel is None:
             return
         publication = Publication(name, offset, payload, exclude)
+        skip = _sent_already(channel, offset) if channel.ahead else None
+        channel.delivered = offset
         # The hot path: it allocates nothing per subscriber (a tuple per subscriber here cost 2x
         # in garbage collection on bursts to 5,000), and counts once per codec, not per recipient.
         for codec, subscribers in channel.codecs.items():
@@ -465,9 +486,9 @@ class Hub:
             if frame is None:
                 continue  # this codec's subscribers do not get messages (a presence feed)
             self.counters["out_message"] += len(subscribers)
-            if exclude:
+            if exclude or skip:
                 for subscriber in tuple(subscribers):
-                    if subscriber.id != exclude:
+                    if subscriber.id != exclude and not (skip and subscriber in skip):
                         subscriber.enqueue(frame)
             else:
                 for subscriber in tuple(subscribers):
