@@ -65,7 +65,6 @@ def on_starting(server):
             "cannot connect clients on different workers. Run one worker (SWITCHBOARD_WORKERS=1), "
             "or set SWITCHBOARD_REDIS_URL so the workers share a Redis broker."
         )
-    _check_drain_window(server.cfg.graceful_timeout)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -79,23 +78,6 @@ def on_starting(server):
     else:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="switchboard-metrics-")
         _made_metrics_dir.append(os.environ["PROMETHEUS_MULTIPROC_DIR"])
-
-
-def _check_drain_window(graceful_timeout: float) -> None:
-    """Refuse a drain window Gunicorn would cut short: a worker killed mid-drain drops the rest
-    of its clients at once, the storm the drain exists to prevent."""
-    from switchboard_server.core.config import Config
-
-    try:
-        window = Config.from_env().drain_window
-    except ValueError:
-        return  # a bad setting: each worker fails to boot, saying which
-    if window + 5 > graceful_timeout:
-        sys.exit(
-            f"Switchboard: SWITCHBOARD_DRAIN_WINDOW={window:g} s does not fit in Gunicorn's "
-            f"graceful_timeout={graceful_timeout:g} s: keep the window at least 5 s shorter "
-            "(the last closes need that time), or raise graceful_timeout."
-        )
 
 
 def _prepare_metrics_dir(directory: Path) -> None:

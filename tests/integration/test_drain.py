@@ -256,3 +256,9 @@ def test_without_a_window_every_connection_closes_at_once_with_1001(tmp_path):
         with pytest.raises(ConnectionClosed) as closed:
             client.recv(timeout=15)
         assert closed.value.rcvd.code == 1001
+
+
+def test_a_window_gunicorn_would_cut_short_refuses_to_start(tmp_path):
+    server = Server(tmp_path, drained(12, 100))  # graceful_timeout is 15 s: 5 s are needed after
+    assert server.process.wait(timeout=30) != 0
+    assert "SWITCHBOARD_DRAIN_WINDOW=12 s does not fit in Gunicorn's graceful_timeout=15 s" in server.log()
