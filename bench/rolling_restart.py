@@ -500,12 +500,14 @@ def report(records: list[Record], published: int, restarts: list[dict]) -> dict:
     figures["failed_handshakes"] = sum(record.refused for record in records)
     for number, restart in enumerate(restarts, 1):
         stopped = restart["stopped_at"]
-        # The clients this restart closed: a close after its SIGTERM and before it exited.
+        # The clients this restart closed: a close after its SIGTERM, before it exited (a moment
+        # later, as the client reads it) and before the next restart began.
+        until = min([restart["exited_at"] + 1] + [later["stopped_at"] for later in restarts[number:]])
         backs = [
             next((t for t in record.back_at if t >= lost), None)
             for record in records
             for lost in record.lost_at
-            if stopped <= lost <= restart["exited_at"] + 1
+            if stopped <= lost <= until
         ]
         survivor_events = restart["survivor"].events()
         figures[f"restart{number}"] = {
