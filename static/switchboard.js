@@ -26,6 +26,16 @@ function reportLater(error) {
   });
 }
 
+/**
+ * The milliseconds a draining server asked us to spread our reconnect over: close 1012 with the
+ * reason "server restarting: reconnect within N ms" (docs/protocol.md); null for any other close.
+ */
+function restartWindow(code, reason) {
+  if (code !== 1012) return null;
+  const match = /reconnect within (\d+) ms/.exec(reason ?? "");
+  return match ? Number(match[1]) : null;
+}
+
 /** Why a command failed: `code` is the server's error code, or one of this client's own. */
 export class SwitchboardError extends Error {
   constructor(code, message) {
@@ -232,10 +242,19 @@ class Client {
   _retry(code, reason) {
     if (this._closed) return;
     const { minDelay, maxDelay } = this.options;
-    const ceiling = Math.min(maxDelay, minDelay * 2 ** this._failures);
-    // Jitter spreads the tabs a restart disconnected at once, so they do not return at once.
-    const retryIn = Math.round(ceiling * (0.5 + Math.random() / 2));
-    this._failures += 1;
+    const within = restartWindow(code, reason);
+    let retryIn;
+    if (within !== null) {
+      // A draining server (1012) says within how long to come back: a random moment in it (full
+      // jitter), so the clients of one batch reach the other servers at an even pace.
+      retryIn = Math.round(within * Math.random());
+      this._failures = 0;
+    } else {
+      const ceiling = Math.min(maxDelay, minDelay * 2 ** this._failures);
+      // Jitter spreads the tabs a restart disconnected at once, so they do not return at once.
+      retryIn = Math.round(ceiling * (0.5 + Math.random() / 2));
+      this._failures += 1;
+    }
     this._setState("disconnected", { code, reason, retryIn });
     this._timer = setTimeout(() => this._open(), retryIn);
   }

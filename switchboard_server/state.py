@@ -59,6 +59,11 @@ class SwitchboardState:
     def _echo_entry(self, handshake: Handshake) -> tuple[Callable[[Connection], None], Identity]:
         return self.echo.serve, ANONYMOUS
 
+    def drain(self) -> None:
+        """Refuse new connections, then close the open ones in batches over the drain window
+        (SWITCHBOARD_DRAIN_WINDOW, _BATCH); the Gunicorn worker calls it before it stops."""
+        self.hub.drain(self.config.drain_window, self.config.drain_batch)
+
     def shutdown(self, timeout: float = 5.0) -> None:
         """Close every connection with 1001, send the webhooks that caused, stop the metrics."""
         self.hub.shutdown(timeout=timeout)

@@ -328,7 +328,7 @@ class Client:
         self._welcomed.clear()
         for command in self._session.connection_lost(ws.close_code):
             _settle(command)
-        self._retry_in = self._backoff.next_delay()
+        self._retry_in = self._backoff.after_close(ws.close_code, ws.close_reason or "")
         log.info("connection to %s lost (%s); reconnecting in %.2f s", self.url, ws.close_code, self._retry_in)
 
     async def _flush(self) -> None:

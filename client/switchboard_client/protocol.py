@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import uuid
 from collections import deque
 from dataclasses import dataclass
@@ -26,6 +27,9 @@ from switchboard_client.errors import ConnectionFailed, RecoveryError, Switchboa
 
 # Close code for a message over the server's size limit (docs/protocol.md).
 CLOSE_TOO_BIG = 1009
+# A draining server closes with 1012 and says within how long to come back (docs/protocol.md).
+CLOSE_SERVICE_RESTART = 1012
+_RESTART_WITHIN = re.compile(r"reconnect within (\d+) ms")
 
 
 def _encode(value: dict) -> str:
@@ -518,6 +522,16 @@ class Backoff:
         self.failures += 1
         return ceiling * (0.5 + self._rand() / 2)
 
+    def after_close(self, code: int | None, reason: str = "") -> float:
+        """The wait before reconnecting after a close: a random moment within the window a
+        draining server asked for (full jitter, so the clients it closed together come back at
+        an even pace, and a fresh count of failures), or else the next backoff delay."""
+        within = restart_window(code, reason)
+        if within is None:
+            return self.next_delay()
+        self.failures = 0
+        return within * self._rand()
+
     def reset(self) -> None:
         """A connection worked: start again from the shortest delay."""
         self._held, self.failures = self.failures, 0
@@ -525,3 +539,12 @@ class Backoff:
     def revert(self) -> None:
         """The connection that reset the count failed after all (its broker was down): keep counting."""
         self.failures = self._held
+
+
+def restart_window(code: int | None, reason: str) -> float | None:
+    """The seconds a draining server asked to spread the reconnect over (close 1012, reason
+    "server restarting: reconnect within N ms"), or None for any other close."""
+    if code != CLOSE_SERVICE_RESTART:
+        return None
+    match = _RESTART_WITHIN.search(reason or "")
+    return int(match.group(1)) / 1000 if match else None

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Close
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
@@ -277,7 +278,7 @@ class Client:
             pass
         except ConnectionClosed as exc:
             if not texts:  # else the next read raises it again, after these are handled
-                self._lost(ws, exc.rcvd.code if exc.rcvd else None, str(exc))
+                self._lost(ws, exc.rcvd, str(exc))
         return ws, texts
 
     def _receive(self, ws: ClientConnection, texts: list[str]) -> list | None:
@@ -347,13 +348,15 @@ class Client:
             self._retry_at = time.monotonic() + delay
         log.info("connection attempt to %s failed (%s); next in %.2f s", self.url, error, delay)
 
-    def _lost(self, ws: ClientConnection, code: int | None, reason: str) -> None:
+    def _lost(self, ws: ClientConnection, close: Close | None, reason: str) -> None:
+        """The socket ended (`close`: the server's close frame, if one came)."""
+        code = close.code if close is not None else None
         with self._lock:
             if ws is not self._ws:
                 return
             self._ws = None
             self._session.connection_lost(code)
-            delay = self._backoff.next_delay()
+            delay = self._backoff.after_close(code, close.reason if close is not None else "")
             self._retry_at = time.monotonic() + delay
         log.info("connection to %s lost (%s); reconnecting in %.2f s", self.url, reason, delay)
 

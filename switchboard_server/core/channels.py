@@ -41,7 +41,7 @@ def pushes_members(members: int, limit: int) -> bool:
 class Channel:
     """Local subscribers, live (per codec) or catching up, and local member counts."""
 
-    __slots__ = ("name", "namespace", "codecs", "catching_up", "members")
+    __slots__ = ("name", "namespace", "codecs", "catching_up", "ahead", "delivered", "members")
 
     def __init__(self, name: str, namespace: Namespace) -> None:
         self.name = name
@@ -52,6 +52,11 @@ class Channel:
         # Subscribers whose history is being read, each with the publications and announcements
         # that arrive meanwhile, so nothing falls in between; they turn live when it is sent.
         self.catching_up: dict[Subscriber, list] = {}
+        # The last offset the broker delivered here, and the live subscribers whose history went
+        # further (to the offset given): the broker's copies of those messages may still be on
+        # their way, and each is skipped for them (Hub.subscribe, Hub.deliver).
+        self.delivered = 0
+        self.ahead: dict[Subscriber, int] = {}
         # user -> [number of this worker's subscriptions of that user, the user's presence info]
         self.members: dict[str, list] = {}
 

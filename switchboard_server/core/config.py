@@ -47,6 +47,12 @@ class Config:
     max_connections_per_address: int = 0
     # Seconds before a connection token expires when the client is told to refresh it.
     token_warning: float = 60.0
+    # Drain on SIGTERM, reload and worker replacement (docs/deployment.md): new handshakes are
+    # refused (503) at once, then open connections are closed in batches of at most `drain_batch`
+    # spread over `drain_window` seconds, each told to come back within the gap between batches.
+    # 0 closes them all at once with 1001. Keep the window below Gunicorn's graceful_timeout.
+    drain_window: float = 5.0
+    drain_batch: int = 100
     # Redis URL (redis://host:port/db): set it to run several workers or machines as one server.
     redis_url: str = ""
     # Seconds after which a worker that stopped heartbeating is presumed dead and its members leave.

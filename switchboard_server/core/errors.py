@@ -22,6 +22,7 @@ HTTP_STATUS = {
     "too_large": 413,
     "unavailable": 503,
     "server_full": 503,
+    "draining": 503,
     "internal": 500,
 }
 

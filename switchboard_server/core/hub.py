@@ -29,16 +29,18 @@ from switchboard_server.core.channels import Channel
 from switchboard_server.core.codecs import Announcement, Codec, Gap, Publication, Subscriber, Subscription
 from switchboard_server.core.config import Config
 from switchboard_server.core.conflation import Conflation, latest_per_key
+from switchboard_server.core.drain import DrainPlan
 from switchboard_server.core.envelope import message_parts, validate_channel
 from switchboard_server.core.errors import ProtocolError
 from switchboard_server.core.hooks import Hooks, PresenceHooks, Publish, Refuse, client_of
 from switchboard_server.core.limits import TokenBucket
 from switchboard_server.core.namespaces import Namespace, Namespaces
-from switchboard_server.core.session import Session
+from switchboard_server.core.session import Session, restart_reason
 from switchboard_server.transport.connection import Connection, Flusher
 from switchboard_server.transport.frames import (
     CLOSE_GOING_AWAY,
     CLOSE_POLICY_VIOLATION,
+    CLOSE_SERVICE_RESTART,
     OP_PING,
     FrameParser,
     encode_frame,
@@ -136,6 +138,22 @@ class Turns:
             self._refill_soon()
 
 
+def _sent_already(channel: Channel, offset: int) -> set:
+    """The subscribers that got the message at `offset` from history when they subscribed: the
+    broker's copy reached this worker only after their history read (pub/sub and history come
+    over different connections). A subscriber leaves `ahead` once the live stream reaches where
+    its history ended; an offset going back (a new epoch) ends every such wait."""
+    ahead = channel.ahead
+    if offset <= channel.delivered:
+        ahead.clear()
+        return set()
+    skip = {subscriber for subscriber, until in ahead.items() if offset <= until}
+    for subscriber, until in tuple(ahead.items()):
+        if offset >= until:
+            del ahead[subscriber]
+    return skip
+
+
 class Hub:
     """One worker's engine. Create one per app; every method is called from greenlets of one thread."""
 
@@ -160,11 +178,16 @@ class Hub:
         self._maintenance: gevent.Greenlet | None = None
         # Set once the last connection has gone, while shutting down.
         self._drained: Event | None = None
+        # True from the start of a drain (core/drain.py): handshakes are refused, /healthz is 503.
+        self.draining = False
 
     # -- connections -----------------------------------------------------------------------
 
     def admit(self, identity: Identity, address: str) -> None:
-        """Refuse a handshake (before the upgrade) that would pass a connection limit."""
+        """Refuse a handshake (before the upgrade) that would pass a connection limit, or that
+        reached a draining worker (a 503 nginx retries on another instance)."""
+        if self.draining:
+            raise ProtocolError("draining", "this server is restarting: connect to another instance")
         if identity.user is None and not self.config.allow_anonymous:
             raise ProtocolError("unauthorized", "anonymous connections are not allowed: connect with ?token=<JWT>")
         if len(self.connections) >= self.config.max_connections:
@@ -370,6 +393,8 @@ class Hub:
                 subscriber.queue(frame)
                 self.counters["out_message"] += is_message
         del channel.catching_up[subscriber]
+        if history.offset > channel.delivered and epoch in (None, history.epoch):
+            channel.ahead[subscriber] = history.offset
         channel.add_subscriber(codec, subscriber)
         conn.subscriptions[sub_id] = Subscription(name, codec, subscriber, member)
         conn.flush()
@@ -420,6 +445,7 @@ class Hub:
         """Forget a subscriber; the last one out tells the broker and drops the channel here."""
         channel.remove_subscriber(codec, subscriber)
         channel.catching_up.pop(subscriber, None)
+        channel.ahead.pop(subscriber, None)
         if channel.is_empty():
             del self.channels[channel.name]
             self.broker.unlisten(channel.name)
@@ -499,6 +525,8 @@ class Hub:
         if channel is None:
             return
         publication = Publication(name, offset, payload, exclude)
+        skip = _sent_already(channel, offset) if channel.ahead else None
+        channel.delivered = offset
         if channel.namespace.conflate:
             self._deliver_conflated(channel, publication)
             return
@@ -509,9 +537,9 @@ class Hub:
             if frame is None:
                 continue  # this codec's subscribers do not get messages (a presence feed)
             self.counters["out_message"] += len(subscribers)
-            if exclude:
+            if exclude or skip:
                 for subscriber in tuple(subscribers):
-                    if subscriber.id != exclude:
+                    if subscriber.id != exclude and not (skip and subscriber in skip):
                         subscriber.enqueue(frame)
             else:
                 for subscriber in tuple(subscribers):
@@ -674,6 +702,30 @@ class Hub:
         elif not conn.warned and conn.expires - now <= self.config.token_warning:
             conn.warned = True
             conn.session.token_expiring(conn)
+
+    def drain(self, window: float, batch: int) -> None:
+        """Refuse new connections from now on, then close the open ones in batches of at most
+        `batch` spread over `window` seconds, each told when to come back (core/drain.py).
+        Returns once the last batch was told; `shutdown` then waits for the closes. A window of
+        0 only refuses, leaving every connection to `shutdown`'s 1001."""
+        self.draining = True
+        connections = list(self.connections.values())
+        if window <= 0:
+            log.info("draining", extra={"connections": len(connections), "window": 0})
+            return
+        plan = DrainPlan.spread(len(connections), batch, window)
+        log.info("draining", extra={"connections": plan.count, "batches": plan.batches, "within_ms": plan.within_ms})
+        for index in range(plan.batches):
+            if index:
+                gevent.sleep(plan.gap)
+            for conn in plan.batch(index, connections):
+                if conn.closing:
+                    continue
+                self.counters["drain_closed"] += 1
+                if conn.session is not None:
+                    conn.session.restarting(conn, plan.within_ms)
+                else:  # still in its handshake's last step: no protocol has spoken yet
+                    conn.close(CLOSE_SERVICE_RESTART, restart_reason(plan.within_ms))
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Tell every connection the server is going away, wait (up to `timeout`) for the closes,

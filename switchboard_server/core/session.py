@@ -10,10 +10,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from switchboard_server.transport.connection import Connection
-from switchboard_server.transport.frames import CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION
+from switchboard_server.transport.frames import CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION, CLOSE_SERVICE_RESTART
 
 if TYPE_CHECKING:
     from switchboard_server.core.codecs import Gap
+
+
+def restart_reason(within_ms: int) -> str:
+    """The close reason of a drain, read by the clients (docs/protocol.md): keep its words."""
+    return f"server restarting: reconnect within {within_ms} ms"
 
 
 class Session:
@@ -38,6 +43,12 @@ class Session:
     def going_away(self, conn: Connection) -> None:
         """The server is shutting down: the client should come back (to another worker)."""
         conn.close(CLOSE_GOING_AWAY, "server shutting down")
+
+    def restarting(self, conn: Connection, within_ms: int) -> None:
+        """The worker is draining (core/drain.py): the client should come back, to another
+        instance, at a random moment within `within_ms` milliseconds. 1012 (Service Restart) is
+        the WebSocket code for it, and every client of ours and graphql-ws reconnect on it."""
+        conn.close(CLOSE_SERVICE_RESTART, restart_reason(within_ms))
 
     def messages_lost(self, conn: Connection, sub_id: Any, gap: Gap) -> None:
         """Messages of the channel that the subscription `sub_id` names were lost before reaching

@@ -47,6 +47,10 @@ LABELLED = {
 PLAIN = {
     "connections_opened": ("connections_opened", "WebSocket connections accepted."),
     "slow_consumers_closed": ("slow_consumer_disconnects", "Connections closed (1008) as slow."),
+    "drain_closed": (
+        "drain_disconnects",
+        "Connections a draining worker closed (1012; 4200 on Pusher), told when to reconnect.",
+    ),
     "closed_for_abuse": ("rate_limit_disconnects", "Connections closed (1008) for flooding."),
     "messages_conflated": (
         "messages_conflated",

@@ -27,7 +27,7 @@ from switchboard_server.protocols.pusher.session import ENCRYPTED, refuse
 from switchboard_server.protocols.pusher.signing import verify_request
 from switchboard_server.routes import current_hub, current_state
 from switchboard_server.routes.blueprint import blueprint
-from switchboard_server.routes.websocket import handshake, upgrade
+from switchboard_server.routes.websocket import handshake, refuse_draining, upgrade
 
 log = logging.getLogger("switchboard.pusher")
 
@@ -50,6 +50,8 @@ def current_pusher() -> PusherService:
 @bp.route("/app/<key>", websocket=True)
 def connect(key: str):
     pusher = current_pusher()
+    if pusher.hub.draining:
+        return refuse_draining()
     socket_id = pusher.new_socket_id()
     identity = Identity(user=socket_id)  # Pusher connections are anonymous: the app key lets them in
     address = request.remote_addr or ""

@@ -77,6 +77,12 @@ def _refuse(refusal: Refusal) -> Response:
     return response
 
 
+def refuse_draining() -> Response:
+    """503 for a handshake that reached a draining worker: nginx (proxy_next_upstream http_503)
+    retries it on another instance; a client without a balancer retries after its backoff."""
+    return _refuse(Refusal("draining", "this server is restarting: connect to another instance", 503))
+
+
 def upgrade(
     run: Callable[[Connection], None],
     identity: Identity,
@@ -89,6 +95,8 @@ def upgrade(
     route agreed to (GraphQL's), `client_id` an id of the protocol's own shape (Pusher's).
     """
     hub = current_hub()
+    if hub.draining:  # before the upgrade, so nginx tries another instance
+        return refuse_draining()
     environ = request.environ
     try:
         ws_key = check_upgrade(

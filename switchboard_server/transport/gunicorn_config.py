@@ -41,8 +41,10 @@ worker_connections = 20000
 # A worker that does not check in for this long is killed and replaced.
 timeout = 30
 
-# On SIGTERM, time for HTTP requests in flight; WebSockets are closed with 1001 by the worker.
-graceful_timeout = 10
+# On SIGTERM (and for the old workers of a reload), the time a worker has before it is killed: the
+# drain's window (SWITCHBOARD_DRAIN_WINDOW, 5 s: connections closed in batches, docs/deployment.md),
+# then up to 5 s for the last closing handshakes and HTTP requests in flight, and a margin.
+graceful_timeout = 15
 
 # Also bounds how long a client may take to send its request headers (slowloris); keep it above 0.
 keepalive = 2

@@ -1,7 +1,11 @@
 """Switchboard's Gunicorn worker: gevent's own, with the `/ws` handshake taken off the slow path.
 
 Use it for any app that mounts Switchboard (`worker_class = "switchboard_server.Worker"`): it also
-closes every connection with 1001 when the worker exits.
+drains before it stops. Whenever Gunicorn tells the worker to stop (SIGTERM, the old workers of a
+graceful reload, max_requests, the master gone) the worker first refuses new connections and
+closes the open ones in batches over SWITCHBOARD_DRAIN_WINDOW (core/drain.py), still answering
+HTTP meanwhile so `/healthz` says 503 and a refused handshake is retried by nginx elsewhere; then
+it stops as Gunicorn's would, closing any connection left with 1001.
 
 
 A handshake is most of what a reconnect storm costs, and the way through Gunicorn's HTTP parser, a
@@ -25,15 +29,21 @@ connection it will not serve further lingering, so the last response is not lost
 from __future__ import annotations
 
 import socket
+import sys
 from collections.abc import Collection
 from urllib.parse import parse_qsl
 
 import gevent
+from gunicorn.arbiter import Arbiter
 from gunicorn.workers.ggevent import GeventWorker
 
 from switchboard_server.transport.connection import discard_input
 from switchboard_server.transport.handshake import Handshake, Refusal, adopt, check_upgrade, switching_protocols
 
+# What a drain needs after its window, within Gunicorn's graceful_timeout: the last closing
+# handshakes (the hub's shutdown waits up to 5 s) and the HTTP requests still in flight.
+DRAIN_MARGIN = 5.0
+WORKER_BOOT_ERROR = Arbiter.WORKER_BOOT_ERROR
 # A handshake's request head is a few hundred bytes; one this long is not a browser's.
 MAX_HEAD = 8192
 # How long a new connection may take to send its first request, as the `websockets` server's
@@ -50,9 +60,46 @@ class Worker(GeventWorker):
     """Gunicorn's gevent worker; `/ws` handshakes it can answer alone never reach Flask."""
 
     _fast: FastPath | None = None
+    _serving = True
+    _draining: gevent.Greenlet | None = None
+
+    @property
+    def alive(self) -> bool:
+        """Gunicorn's "keep serving" flag: its loops run while this is True."""
+        return self._serving
+
+    @alive.setter
+    def alive(self, value: bool) -> None:
+        """Gunicorn sets this False everywhere it decides the worker stops (a signal handler, a
+        request past max_requests, the master gone), so the drain starts here, for every one of
+        them; the flag falls once the drain is done."""
+        if value:
+            self._serving = True
+            return
+        state = _switchboard(self.wsgi) if hasattr(self, "wsgi") else None
+        if state is None:
+            self._serving = False
+        elif self._draining is None:
+            self._draining = gevent.spawn(self._drain, state)
+
+    def _drain(self, state) -> None:
+        try:
+            state.drain()
+        finally:
+            self._serving = False
 
     def run(self) -> None:
-        """Serve until told to stop, then say goodbye properly: every client gets close 1001."""
+        """Serve until told to stop (draining first), then close what is left with 1001."""
+        state = _switchboard(self.wsgi) if hasattr(self, "wsgi") else None
+        if state is not None and state.config.drain_window + DRAIN_MARGIN > self.cfg.graceful_timeout:
+            # Killed mid-drain, the worker would drop the rest of its clients at once: the storm
+            # the drain exists to prevent. Exiting with this code makes Gunicorn's master stop too.
+            self.log.error(
+                "Switchboard: SWITCHBOARD_DRAIN_WINDOW=%g s does not fit in Gunicorn's graceful_timeout=%g s: "
+                "keep the window at least %g s shorter, or raise graceful_timeout",
+                state.config.drain_window, self.cfg.graceful_timeout, DRAIN_MARGIN,
+            )  # fmt: skip
+            sys.exit(WORKER_BOOT_ERROR)
         try:
             super().run()
         finally:

@@ -2,7 +2,8 @@
 
 The page talks to the server directly with `new WebSocket(url)`: it reads its welcome, subscribes,
 publishes, gets its own message back, and closes; the close event must carry the server's 1000 and
-be clean. Held open while the server is stopped with SIGTERM, it must be told 1001, cleanly.
+be clean. Held open while the server is stopped with SIGTERM, it must be told 1012 (the drain's
+"reconnect later"), cleanly.
 """
 
 from __future__ import annotations
@@ -106,11 +107,11 @@ def test_chromium_subscribes_publishes_hears_itself_and_closes_with_1000(page, s
     assert page.evaluate(CLOSE) == {"code": 1000, "wasClean": True}
 
 
-def test_chromium_is_told_1001_when_the_server_shuts_down(page, start_server):
+def test_chromium_is_told_1012_when_the_server_shuts_down(page, start_server):
     target = start_server()
     assert visit(page, target, "chromium-user")["type"] == "welcome"
     assert page.evaluate(SUBSCRIBE, "lobby")["type"] == "reply"
     assert target.api("GET", "/api/channels")[1]["channels"] == [{"name": "lobby", "subscribers": 1}]
 
     assert target.stop(signal.SIGTERM) == 0
-    assert page.evaluate(SERVER_CLOSED) == {"code": 1001, "wasClean": True}
+    assert page.evaluate(SERVER_CLOSED) == {"code": 1012, "wasClean": True}

@@ -103,7 +103,7 @@ def test_a_server_restart_mid_conversation_loses_nothing_and_shows_nothing_twice
         say(bob, "before 2")
         expect_messages(alice, ["before 1", "before 2"])
     finally:
-        first.stop()  # SIGTERM: both pages get close 1001
+        first.stop()  # SIGTERM: both pages get close 1012 (the drain)
     for page in (alice, bob):
         expect(page.locator("#status")).not_to_have_attribute("data-state", "connected")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -346,3 +347,33 @@ class RedisServer:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(10)
+
+
+class Nginx(Endpoint):
+    """deploy/nginx.conf as shipped, run by a real nginx with only its ports changed: the listen
+    port is free, and the two upstream servers are `upstreams`."""
+
+    def __init__(self, tmp_path: Path, upstreams: tuple[int, int]) -> None:
+        super().__init__(free_port())
+        binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        assert os.path.exists(binary), "nginx is missing: `make test` installs it (apt-get install nginx-light)"
+        config = (ROOT / "deploy" / "nginx.conf").read_text()
+        for shipped, port in zip((8001, 8002), upstreams, strict=True):
+            config = config.replace(f"127.0.0.1:{shipped}", f"127.0.0.1:{port}")
+        config = config.replace("listen 127.0.0.1:8080", f"listen 127.0.0.1:{self.port}")
+        directory = tmp_path / f"nginx-{self.port}"
+        (directory / "logs").mkdir(parents=True)
+        (directory / "nginx.conf").write_text(config)
+        self.process = subprocess.Popen(
+            [binary, "-p", str(directory), "-c", str(directory / "nginx.conf"), "-g", "daemon off;"],
+            stderr=open(directory / "error.log", "wb"),
+        )
+        deadline = time.monotonic() + 10
+        while self.health()[0] == 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError("nginx did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.integration.servers import ROOT, Endpoint, RawSocket, free_port, masked_frame
+from tests.integration.servers import ROOT, Endpoint, Nginx, RawSocket, masked_frame
 from tests.integration.test_metrics import scrape
 
 
@@ -166,18 +166,10 @@ def test_redis_outage_is_reported_refused_and_recovered(cluster, redis_server):
 
 def test_chat_through_nginx_in_front_of_both_instances(cluster, tmp_path):
     """deploy/nginx.conf, as shipped, with only the ports changed."""
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    assert os.path.exists(nginx), "nginx is missing: `make test` installs it (apt-get install nginx-light)"
     a, b = cluster
-    port = free_port()
-    config = (ROOT / "deploy" / "nginx.conf").read_text()
-    config = config.replace("127.0.0.1:8001", f"127.0.0.1:{a.port}").replace("127.0.0.1:8002", f"127.0.0.1:{b.port}")
-    config = config.replace("listen 127.0.0.1:8080", f"listen 127.0.0.1:{port}")
-    (tmp_path / "logs").mkdir()
-    (tmp_path / "nginx.conf").write_text(config)
-    proxy = subprocess.Popen([nginx, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-g", "daemon off;"])
+    proxy = Nginx(tmp_path, (a.port, b.port))
     try:
-        front = Endpoint(port)
+        front = Endpoint(proxy.port)
         wait_for(lambda: front.health()[0] == 200)
         token = a.token("gil")
         clients = [front.client(token=token if n == 0 else a.token(f"user{n}")) for n in range(4)]
@@ -194,8 +186,7 @@ def test_chat_through_nginx_in_front_of_both_instances(cluster, tmp_path):
         for client in clients:
             client.close()
     finally:
-        proxy.terminate()
-        proxy.wait(10)
+        proxy.stop()
 
 
 def test_a_worker_killed_mid_stream_loses_nothing_after_recovery(cluster):

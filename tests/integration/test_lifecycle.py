@@ -51,7 +51,8 @@ def test_a_client_that_never_reads_is_cut_and_delays_nobody(start_server):
     stalled.close()
 
 
-def test_sigterm_closes_every_client_with_1001(start_server):
+def test_sigterm_tells_every_client_to_reconnect_later_with_1012(start_server):
+    """The drain (docs/deployment.md): 1012 and the window; tests/integration/test_drain.py has the rest."""
     server = start_server()
     clients = [server.client() for _ in range(3)]
     echo = server.client("/ws/echo")
@@ -62,7 +63,7 @@ def test_sigterm_closes_every_client_with_1001(start_server):
         with pytest.raises(ConnectionClosed) as closed:
             while True:
                 connection.recv(timeout=10)
-        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
 
 
 def test_more_workers_without_a_broker_refuse_to_start(tmp_path):

@@ -2,7 +2,8 @@
 
 Each one connects as a known user, reads its welcome, subscribes, publishes, gets its own message
 back with the data intact, and closes: the close must complete with the server's 1000. Then each
-one, connected to a server that is shut down (SIGTERM), must be told 1001. The clients are the
+one, connected to a server that is shut down (SIGTERM), must be told 1012 (reconnect later: the
+drain, docs/deployment.md). The clients are the
 `websockets` asyncio client, `websocket-client`, aiohttp's client and Node's `ws` (through
 tests/client/real_client.mjs); Chromium's own WebSocket is in tests/browser/test_browser_client_close.py.
 """
@@ -274,7 +275,7 @@ HOLDS: dict[str, Callable[[str, str, threading.Event], int | None]] = {
 }
 
 
-def test_every_real_client_is_told_1001_when_the_server_shuts_down(start_server):
+def test_every_real_client_is_told_1012_when_the_server_shuts_down(start_server):
     server = start_server()
     ready = {client: threading.Event() for client in HOLDS}
 
@@ -294,4 +295,4 @@ def test_every_real_client_is_told_1001_when_the_server_shuts_down(start_server)
 
         assert server.stop(signal.SIGTERM) == 0
         seen = {client: future.result(timeout=30) for client, future in codes.items()}
-    assert seen == {client: 1001 for client in HOLDS}
+    assert seen == {client: 1012 for client in HOLDS}

@@ -353,6 +353,18 @@ def test_backoff_doubles_with_jitter_up_to_the_ceiling_and_resets():
         Backoff(0, 1)
 
 
+def test_a_drain_close_waits_a_random_moment_within_the_servers_window_with_a_fresh_count():
+    backoff = Backoff(0.5, 4.0, rand=lambda: 0.25)
+    for _ in range(4):
+        backoff.next_delay()
+    assert backoff.after_close(1012, "server restarting: reconnect within 2000 ms") == 0.5  # 0.25 x 2 s
+    assert backoff.next_delay() == 0.5 * 0.625  # the count started again
+    # Any other close, or a 1012 without the window, is an ordinary failure.
+    assert backoff.after_close(1012, "restarting") == 1.0 * 0.625
+    assert backoff.after_close(1001, "reconnect within 2000 ms") == 2.0 * 0.625
+    assert backoff.after_close(None) == 4.0 * 0.625
+
+
 def test_error_classes_by_code_and_from_http_bodies():
     assert isinstance(error_for("invalid_channel", "bad name"), InvalidChannelError)
     unknown = error_for("brand_new", "later")

@@ -19,7 +19,7 @@ import gevent
 import orjson
 
 from switchboard_server.core.errors import ProtocolError
-from switchboard_server.core.session import Session
+from switchboard_server.core.session import Session, restart_reason
 from switchboard_server.protocols.pusher import events
 from switchboard_server.protocols.pusher.apps import App
 from switchboard_server.protocols.pusher.codec import PusherCodec
@@ -93,6 +93,13 @@ class PusherSession(Session):
     def going_away(self, conn: Connection) -> None:
         conn.queue(events.error(CLOSE_GOING_AWAY, "server shutting down: reconnect"))
         conn.close(CLOSE_GOING_AWAY, "server shutting down")
+
+    def restarting(self, conn: Connection, within_ms: int) -> None:
+        """Pusher's 4200 (reconnect at once): pusher-js has no way to be told a delay, so the
+        drain's batches are the spread; the message says the delay for clients that read it."""
+        message = f"Server restarting: reconnect within {within_ms} ms"
+        conn.queue(events.error(CLOSE_GOING_AWAY, message))
+        conn.close(CLOSE_GOING_AWAY, restart_reason(within_ms))
 
     def _sweep(self) -> None:
         """While this app has connections: `pusher:ping` the quiet ones, close 4201 the silent ones.
