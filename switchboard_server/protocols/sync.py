@@ -27,6 +27,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import gevent
+import greenlet
 from gevent.hub import Waiter
 
 from switchboard_server.core.session import Session
@@ -127,11 +128,17 @@ class SyncSession(Session):
                 timer.close()
 
     def _wake(self) -> None:
-        # As a loop callback of its own: from the loop's reading, a direct switch would run the
-        # function in the middle of that read, and from another greenlet it is not allowed.
+        # From the loop's reading (the event loop's greenlet), straight to the function: it runs
+        # until it waits again, then the read's callback returns. From any other greenlet a
+        # switch to it is not allowed, so it goes through a loop callback.
         waiter, self._taker = self._taker, None
-        if waiter is not None:
-            gevent.get_hub().loop.run_callback(waiter.switch, True)
+        if waiter is None:
+            return
+        event_loop = gevent.get_hub()
+        if greenlet.getcurrent() is event_loop:
+            waiter.switch(True)
+        else:
+            event_loop.loop.run_callback(waiter.switch, True)
 
     def messages_lost(self, conn: Connection, sub_id: Any, gap: Gap) -> None:
         """As on `/ws`: the subscription ends and the client is told `unrecoverable`."""
