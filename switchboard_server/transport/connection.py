@@ -328,8 +328,9 @@ class Connection:
         """The reader without a greenlet: gevent's loop reads the socket whenever it is readable,
         and the calling greenlet is free to run something else (a sync route's function).
 
-        Each read is handed on as `serve` hands it, from the event loop, so `on_messages` must
-        never block or switch: append, wake, close. Once the socket is done, `on_close` and the
+        Each read is handed on as `serve` hands it, from the event loop's greenlet, so
+        `on_messages` must never block; it may switch to a greenlet waiting for the messages,
+        which comes back here as soon as it waits again. Once the socket is done, `on_close` and the
         closing handshake run in a greenlet started then, which lives only until they finish.
         """
         self._readable.start(self._on_readable, parser, on_messages, on_close)
