@@ -27,19 +27,23 @@ test: $(BIN)/activate system-deps
 	$(BIN)/python -m pytest
 
 # Debian's Chromium for the browser tests (Playwright's own browser downloads are not used),
-# nginx for the test that runs deploy/nginx.conf and PostgreSQL for the outbox tests (they run
-# its initdb and postgres themselves); npm packages for the Node tests (`ws`, `graphql-ws`) and
-# for building the React example (React, Vite).
+# nginx for the test that runs deploy/nginx.conf, PostgreSQL for the outbox tests and Redis 7 with
+# redis-cli for the Redis, Sentinel and Cluster tests (the tests start each server themselves, on
+# free ports: the service the package starts is stopped again); npm packages for the Node tests
+# (`ws`, `graphql-ws`) and for building the React example (React, Vite).
 system-deps: node_modules/.package-lock.json
 	@missing=""; command -v chromium >/dev/null || missing="chromium"; \
 	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || missing="$$missing postgresql"; \
+	{ command -v redis-server >/dev/null && command -v redis-cli >/dev/null; } || missing="$$missing redis-server"; \
 	[ -z "$$missing" ] || { \
 	  { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; } || { \
 	    echo "The tests need$$missing; installing takes apt-get as root."; \
 	    echo "Run 'sudo apt-get install -y$$missing' (or your system's packages), then make test again."; \
 	    exit 1; }; \
-	  apt-get update && apt-get install -y $$missing; }
+	  apt-get update && apt-get install -y $$missing && \
+	  case "$$missing" in *redis-server*) systemctl disable --now redis-server 2>/dev/null || \
+	    service redis-server stop 2>/dev/null || true;; esac; }
 
 node_modules/.package-lock.json: package.json package-lock.json
 	@command -v npm >/dev/null || { echo "The client tests need Node.js 20 and npm (apt-get install -y nodejs npm)."; exit 1; }
