@@ -59,6 +59,12 @@ class Conflation:
         self._held: dict[str, _Held] = {}
         self._counters = counters  # the hub's
 
+    @property
+    def holding(self) -> dict[str, _Held]:
+        """Connection id -> what is held for it, for the fan-out's one look per subscriber: only
+        a connection in here, or one that lags, needs `offer`."""
+        return self._held
+
     def offer(
         self, conn: Connection, subscriber: Subscriber, publication: Publication, frame: Any, namespace: Namespace
     ) -> bool:

@@ -551,18 +551,31 @@ class Hub:
         """`deliver` on a conflated channel: each subscriber that lags is held its latest frame per
         key instead (core/conflation.py); the others get every one."""
         namespace = channel.namespace
+        exclude = publication.exclude
+        connections = self.connections
+        conflation = self.conflation
+        holding = conflation.holding  # the connections with frames held: usually none
+        # As the hot path of `deliver`, but for one look per subscriber at whether it lags, which
+        # is all a subscriber that keeps up pays: a ticker's fan-out is as large as any other.
         for codec, subscribers in channel.codecs.items():
             frame = codec.message_frame(publication)
             if frame is None:
                 continue
+            queued = 0
             for subscriber in tuple(subscribers):
-                if subscriber.id == publication.exclude:
+                subscriber_id = subscriber.id
+                if subscriber_id == exclude:
                     continue
-                conn = self.connections.get(subscriber.id)
-                if conn is not None and self.conflation.offer(conn, subscriber, publication, frame, namespace):
+                conn = connections.get(subscriber_id)
+                if (
+                    conn is not None
+                    and (subscriber_id in holding or conn.lagging())
+                    and conflation.offer(conn, subscriber, publication, frame, namespace)
+                ):
                     continue
                 subscriber.enqueue(frame)
-                self.counters["out_message"] += 1
+                queued += 1
+            self.counters["out_message"] += queued
         for backlog in channel.catching_up.values():
             backlog.append(publication)
 
