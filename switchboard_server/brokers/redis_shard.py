@@ -304,19 +304,25 @@ class RedisShard:
             live.set()
 
     def _on_record(self, channel: str, body: bytes) -> None:
+        live = self._wanted.get(channel)
+        if live is None or not live.is_set():
+            # Not held, or not yet live: a bus neighbour, the tail of a subscription this worker
+            # left, or a message sent before the bus's SUBSCRIBE was confirmed, which history
+            # brings instead (a subscription's catch-up, or the catch-up after an outage).
+            return
         head, _, rest = body.partition(b" ")
         if head[:1] == b"m":
             epoch, _, rest = rest.partition(b" ")
             exclude, _, payload = rest.partition(b" ")
             self._deliver(channel, epoch.decode(), int(head[1:]), payload, exclude.decode())
-        elif channel in self._wanted:
+        else:
             self._receiver.announce(channel, rest, head[1:].decode())
 
     def _deliver(self, channel: str, epoch: str, offset: int, payload: bytes, exclude: str = "") -> None:
         """Hand a message to the hub once (catching up and pub/sub may both bring it), after
         telling it of any gap between the last one and this one."""
         if channel not in self._wanted:
-            return  # the tail of a subscription this worker has left, or a bus neighbour
+            return  # a subscription this worker has left (told of a gap just now)
         last = self._delivered.get(channel)
         if last is not None:
             if last[0] == epoch and offset <= last[1]:
