@@ -139,28 +139,32 @@ class RedisShard:
         return result
 
     def _send_publishes(self) -> None:
-        """Send what is queued as one script call, wait for it, and again while more was queued."""
+        """Send what is queued as script calls in one round trip, wait for them, and again while
+        more was queued meanwhile."""
         try:
             while self._publishing:
-                batch = self._publishing[:_PUBLISH_BATCH]
-                del self._publishing[:_PUBLISH_BATCH]
-                try:
-                    offsets = self._pipeline.execute(*self._publish_command([message for message, _ in batch]))
-                except Exception as exc:  # each waiting caller gets it: a failed connection, or a bug
-                    for _, result in batch:
-                        result.set_exception(exc)
-                    continue
-                for (_, result), offset in zip(batch, offsets, strict=True):
-                    result.set(offset)
+                queued, self._publishing = self._publishing, []
+                chunks = [queued[i : i + _PUBLISH_BATCH] for i in range(0, len(queued), _PUBLISH_BATCH)]
+                calls = [self._pipeline.call(*self._publish_command([m for m, _ in chunk])) for chunk in chunks]
+                for chunk, call in zip(chunks, calls, strict=True):
+                    try:
+                        offsets = call.get()
+                    except Exception as exc:  # each waiting caller gets it: a failed connection, or a bug
+                        for _, result in chunk:
+                            result.set_exception(exc)
+                        continue
+                    for (_, result), offset in zip(chunk, offsets, strict=True):
+                        result.set(offset)
         finally:
             self._publisher = None
 
     def _publish_command(self, messages: list[Message]) -> tuple:
         keys: list = []
         args: list = [self._history_size, self._history_ttl, self._key_window]
+        epoch = os.urandom(4).hex()  # the epoch of any channel in the batch that has none yet
         for channel, head, tail, idempotency_key, exclude in messages:
             keys += [redis_key(channel, "m"), redis_key(channel, "s"), redis_key(channel, f"k:{idempotency_key or ''}")]
-            args += [channel, bus_of(channel, self._partitions), head, tail, os.urandom(4).hex()]
+            args += [channel, bus_of(channel, self._partitions), head, tail, epoch]
             args += ["1" if idempotency_key is not None else "0", exclude]
         return scripts.PUBLISH.command(keys, args)
 
