@@ -139,8 +139,8 @@ class RedisBroker:
         urls = redis_urls(config.redis_url)
         self.shards = [
             RedisShard(
-                config,
-                redis_client(url),
+                config=config,
+                client=redis_client(url),
                 worker=self.worker,
                 observers=self.observers,
                 owns=self._owned_by(index, len(urls)),

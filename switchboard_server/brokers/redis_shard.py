@@ -68,7 +68,8 @@ _RECONNECT_MAX = 0.25
 # holds Redis for long.
 _PUBLISH_BATCH = 500
 
-Message = tuple[str, bytes, bytes, "str | None", str]
+# What one publish asks: channel, head, tail, idempotency key, the connection to exclude.
+Message = tuple[str, bytes, bytes, str | None, str]
 
 
 class RedisShard:
