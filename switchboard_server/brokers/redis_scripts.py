@@ -19,11 +19,18 @@ string (the offset a publish with that idempotency key got, for the window), `{C
 subscribers on it), `w:<id>` set (the channel\\0user a worker holds), `n:<id>` hash (a worker's
 subscribers per channel), `workers` sorted set (worker -> last heartbeat). With several
 instances, the last three exist on each, covering that instance's channels.
+
+Where those keys and buses are is a `KeySpace`: the default above for a Redis of its own, or one
+partition of a Redis Cluster (`redis_cluster`), whose keys and single bus all carry the
+partition's hash tag (`sb:{<tag>}:...`), so each script call touches one slot and the bus is a
+shard channel of that slot, published with SPUBLISH. The scripts take the key prefix and the
+publish command as arguments, so one set of scripts serves both.
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from functools import lru_cache
 
 from switchboard_server.brokers.pipeline import Script
@@ -31,20 +38,48 @@ from switchboard_server.brokers.pipeline import Script
 CONTROL = "sb:control"
 
 
-def redis_key(channel: str, part: str) -> str:
-    return f"sb:{{{channel}}}:{part}"
-
-
 @lru_cache(maxsize=65536)
-def bus_of(channel: str, partitions: int) -> str:
-    """The pub/sub channel that carries `channel`'s messages (the same rule as `_BUS` in Lua)."""
-    return f"sb:bus:{int(hashlib.sha1(channel.encode()).hexdigest()[:8], 16) % partitions}"
+def bus_of(channel: str, partitions: int, prefix: str = "sb:") -> str:
+    """The pub/sub channel that carries `channel`'s messages (the same rule as `bus_of` in Lua)."""
+    return f"{prefix}bus:{int(hashlib.sha1(channel.encode()).hexdigest()[:8], 16) % partitions}"
+
+
+@dataclass(frozen=True)
+class KeySpace:
+    """Where one shard's keys and buses are, and how its scripts publish to a bus.
+
+    `prefix` starts every key and bus name (`sb:` alone, or `sb:{<tag>}:` for a cluster
+    partition); `buses` is how many buses its channels are spread over; `publish` is PUBLISH, or
+    SPUBLISH for a shard channel of a Redis Cluster.
+    """
+
+    prefix: str = "sb:"
+    buses: int = 16
+    publish: str = "PUBLISH"
+
+    def key(self, channel: str, part: str) -> str:
+        return f"{self.prefix}{{{channel}}}:{part}"
+
+    def bus(self, channel: str) -> str:
+        return bus_of(channel, self.buses, self.prefix)
+
+    @property
+    def workers(self) -> str:
+        return f"{self.prefix}workers"
+
+    def held(self, worker: str) -> str:
+        """The set of channel\\0user entries `worker` holds."""
+        return f"{self.prefix}w:{worker}"
+
+    def counts(self, worker: str) -> str:
+        """The hash of `worker`'s subscribers per channel."""
+        return f"{self.prefix}n:{worker}"
 
 
 # Lua helpers shared by the scripts that publish: the bus of a channel, and one envelope record.
 _HELPERS = """
-local function bus_of(channel, partitions)
-  return 'sb:bus:' .. (tonumber(string.sub(redis.sha1hex(channel), 1, 8), 16) % partitions)
+local function bus_of(prefix, channel, partitions)
+  return prefix .. 'bus:' .. (tonumber(string.sub(redis.sha1hex(channel), 1, 8), 16) % partitions)
 end
 local function record(channel, body)
   return #channel .. ':' .. channel .. #body .. ':' .. body
@@ -52,18 +87,19 @@ end
 """
 
 # KEYS: per message, its meta, stream and idempotency key (three each).
-# ARGV: history size, ttl seconds, the key window in seconds, then per message seven: channel,
+# ARGV: history size, ttl seconds, the key window in seconds, the publish command, then per
+# message seven: channel,
 # bus, head, tail, epoch if new, "1" when it has an idempotency key, the connection to exclude
 # ("" for none; ids never hold a space). Returns each message's offset (for a repeated
 # idempotency key, the one that publish got, and nothing is sent).
 PUBLISH = Script(
     _HELPERS
     + """
-local size, ttl, window = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+local size, ttl, window, publish = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
 local offsets, envelopes, buses = {}, {}, {}
 for i = 0, #KEYS / 3 - 1 do
   local meta, stream, key = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
-  local a = 3 + 7 * i
+  local a = 4 + 7 * i
   local channel, bus, new_epoch, keyed, exclude = ARGV[a + 1], ARGV[a + 2], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
   local seen = keyed == '1' and redis.call('GET', key)
   if seen then
@@ -89,7 +125,7 @@ for i = 0, #KEYS / 3 - 1 do
     offsets[i + 1] = offset
   end
 end
-for _, bus in ipairs(buses) do redis.call('PUBLISH', bus, table.concat(envelopes[bus])) end
+for _, bus in ipairs(buses) do redis.call(publish, bus, table.concat(envelopes[bus])) end
 return offsets
 """
 )
@@ -126,7 +162,8 @@ return {meta[1], meta[2] or '0'}
 # the changing one counted in); crossing it publishes the notice instead (hub.channels.member_push).
 
 # KEYS: users, infos, worker set, bus.
-# ARGV: user, info JSON, held entry, join JSON, excluded connection id, push limit, notice JSON, channel.
+# ARGV: user, info JSON, held entry, join JSON, excluded connection id, push limit, notice JSON, channel,
+# publish command.
 JOIN = Script(
     _HELPERS
     + """
@@ -135,9 +172,9 @@ redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 if redis.call('HINCRBY', KEYS[1], ARGV[1], 1) == 1 then
   local members, limit = redis.call('HLEN', KEYS[1]), tonumber(ARGV[6])
   if members <= limit then
-    redis.call('PUBLISH', KEYS[4], record(ARGV[8], 'p' .. ARGV[5] .. ' ' .. ARGV[4]))
+    redis.call(ARGV[9], KEYS[4], record(ARGV[8], 'p' .. ARGV[5] .. ' ' .. ARGV[4]))
   elseif members == limit + 1 and limit > 0 then
-    redis.call('PUBLISH', KEYS[4], record(ARGV[8], 'p' .. ARGV[5] .. ' ' .. ARGV[7]))
+    redis.call(ARGV[9], KEYS[4], record(ARGV[8], 'p' .. ARGV[5] .. ' ' .. ARGV[7]))
   end
   return 1
 end
@@ -146,7 +183,7 @@ return 0
 )
 
 # KEYS: users, infos, worker set, bus. ARGV: user, held entry, leave JSON, push limit, notice
-# JSON, channel.
+# JSON, channel, publish command.
 LEAVE = Script(
     _HELPERS
     + """
@@ -156,9 +193,9 @@ if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then
   redis.call('HDEL', KEYS[2], ARGV[1])
   local members, limit = redis.call('HLEN', KEYS[1]) + 1, tonumber(ARGV[4])
   if members <= limit then
-    redis.call('PUBLISH', KEYS[4], record(ARGV[6], 'p ' .. ARGV[3]))
+    redis.call(ARGV[7], KEYS[4], record(ARGV[6], 'p ' .. ARGV[3]))
   elseif members == limit + 1 and limit > 0 then
-    redis.call('PUBLISH', KEYS[4], record(ARGV[6], 'p ' .. ARGV[5]))
+    redis.call(ARGV[7], KEYS[4], record(ARGV[6], 'p ' .. ARGV[5]))
   end
   return 1
 end
@@ -179,7 +216,8 @@ if redis.call('SREM', KEYS[2], ARGV[3]) == 1 and redis.call('SCARD', KEYS[2]) ==
 return 0
 """)
 
-# KEYS: workers, the dead worker's set and counts. ARGV: worker id, push limit, partitions. Only
+# KEYS: workers, the dead worker's set and counts. ARGV: worker id, push limit, buses, key prefix,
+# publish command. Only
 # the first reaper gets past ZREM. Returns nil, or {entries held, {channel, user, info JSON, ...}
 # of the members who left, {channel, ...} the channels it was the last occupant of}.
 REAP = Script(
@@ -188,13 +226,13 @@ REAP = Script(
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return false end
 local held = redis.call('SMEMBERS', KEYS[2])
 local removed, vacated = {}, {}
-local limit, partitions = tonumber(ARGV[2]), tonumber(ARGV[3])
+local limit, partitions, prefix, publish = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
 for _, entry in ipairs(held) do
   local sep = string.find(entry, '\\0', 1, true)
   local channel = string.sub(entry, 1, sep - 1)
   local user = string.sub(entry, sep + 1)
-  local users = 'sb:{' .. channel .. '}:u'
-  local infos = 'sb:{' .. channel .. '}:i'
+  local users = prefix .. '{' .. channel .. '}:u'
+  local infos = prefix .. '{' .. channel .. '}:i'
   if redis.call('HINCRBY', users, user, -1) <= 0 then
     local info = redis.call('HGET', infos, user) or 'null'
     redis.call('HDEL', users, user)
@@ -203,10 +241,10 @@ for _, entry in ipairs(held) do
     if members <= limit then
       local leave = '{"type":"leave","channel":' .. cjson.encode(channel) ..
         ',"member":{"user":' .. cjson.encode(user) .. ',"info":' .. info .. '}}'
-      redis.call('PUBLISH', bus_of(channel, partitions), record(channel, 'p ' .. leave))
+      redis.call(publish, bus_of(prefix, channel, partitions), record(channel, 'p ' .. leave))
     elseif members == limit + 1 and limit > 0 then
       local notice = '{"type":"presence","channel":' .. cjson.encode(channel) .. ',"pushes":true}'
-      redis.call('PUBLISH', bus_of(channel, partitions), record(channel, 'p ' .. notice))
+      redis.call(publish, bus_of(prefix, channel, partitions), record(channel, 'p ' .. notice))
     end
     table.insert(removed, channel)
     table.insert(removed, user)
@@ -214,7 +252,7 @@ for _, entry in ipairs(held) do
   end
 end
 for _, channel in ipairs(redis.call('HKEYS', KEYS[3])) do
-  local occupying = 'sb:{' .. channel .. '}:o'
+  local occupying = prefix .. '{' .. channel .. '}:o'
   if redis.call('SREM', occupying, ARGV[1]) == 1 and redis.call('SCARD', occupying) == 0 then
     table.insert(vacated, channel)
   end

@@ -46,7 +46,7 @@ from gevent.event import AsyncResult, Event
 from switchboard_server.brokers import redis_scripts as scripts
 from switchboard_server.brokers.base import BrokerUnavailable, History, Observers, Receiver, reaches_back
 from switchboard_server.brokers.pipeline import CONNECTION_FAILURES, Pipeline
-from switchboard_server.brokers.redis_scripts import CONTROL, bus_of, envelope_records, redis_key
+from switchboard_server.brokers.redis_scripts import CONTROL, KeySpace, envelope_records
 from switchboard_server.core.codecs import Gap
 from switchboard_server.core.config import Config
 from switchboard_server.core.envelope import member_payload, presence_notice_payload
@@ -73,17 +73,30 @@ Message = tuple[str, bytes, bytes, str | None, str]
 
 
 class RedisShard:
-    """The channels of one Redis instance (or one Sentinel-managed primary), for one worker."""
+    """The channels of one Redis instance (or one Sentinel-managed primary), for one worker.
+
+    A subclass may hear its buses another way (`redis_cluster.PartitionShard`, through a listener
+    shared per cluster node): `start`, `_send_subscription` and `_drop_connections` are where.
+    """
+
+    # What sends this shard's commands (a cluster loads its scripts its own way).
+    pipeline_type: type[Pipeline] = Pipeline
 
     def __init__(
-        self, config: Config, client: redis.Redis, worker: str, observers: Observers, owns: Callable[[str], bool]
+        self,
+        config: Config,
+        client: redis.Redis,
+        worker: str,
+        observers: Observers,
+        owns: Callable[[str], bool],
+        keys: KeySpace | None = None,
     ) -> None:
         self._history_size = config.history_size
         self._history_ttl = max(1, int(config.history_ttl))
         self._presence_ttl = config.presence_ttl
         self._push_limit = config.presence_push_limit
         self._key_window = max(1, int(config.idempotency_window))
-        self._partitions = max(1, config.redis_partitions)
+        self._keys = keys or KeySpace(buses=max(1, config.redis_partitions))
         self.worker = worker
         self.observers = observers
         # Which of the worker's channels live here (the heartbeat registers only those).
@@ -91,7 +104,7 @@ class RedisShard:
         self.redis = client
         self.name = _describe(client)
         # Publishes, history reads, presence and counts: one round trip for all that is asked at once.
-        self._pipeline = Pipeline(self.redis, scripts.ALL, self._note_failure)
+        self._pipeline = self.pipeline_type(self.redis, scripts.ALL, self._note_failure)
         self._publishing: list[tuple[Message, AsyncResult]] = []
         self._publisher: gevent.Greenlet | None = None
         self._receiver: Receiver | None = None
@@ -161,18 +174,19 @@ class RedisShard:
 
     def _publish_command(self, messages: list[Message]) -> tuple:
         keys: list = []
-        args: list = [self._history_size, self._history_ttl, self._key_window]
+        args: list = [self._history_size, self._history_ttl, self._key_window, self._keys.publish]
         epoch = os.urandom(4).hex()  # the epoch of any channel in the batch that has none yet
         for channel, head, tail, idempotency_key, exclude in messages:
-            keys += [redis_key(channel, "m"), redis_key(channel, "s"), redis_key(channel, f"k:{idempotency_key or ''}")]
-            args += [channel, bus_of(channel, self._partitions), head, tail, epoch]
+            keys += [self._keys.key(channel, "m"), self._keys.key(channel, "s")]
+            keys.append(self._keys.key(channel, f"k:{idempotency_key or ''}"))
+            args += [channel, self._keys.bus(channel), head, tail, epoch]
             args += ["1" if idempotency_key is not None else "0", exclude]
         return scripts.PUBLISH.command(keys, args)
 
     def history(self, channel: str, since: int | None, limit: int | None = None) -> History:
         # Stream ids are unsigned 64-bit: an offset past the last possible one finds nothing.
         first = "" if since is None else f"{min(since + 1, _MAX_STREAM_ID)}-0"
-        keys = [redis_key(channel, "m"), redis_key(channel, "s")]
+        keys = [self._keys.key(channel, "m"), self._keys.key(channel, "s")]
         # XRANGE's COUNT 0 means no limit: for `limit=0` read one entry (for `complete`) and none back.
         args = [os.urandom(4).hex(), self._history_ttl, first, "" if limit is None else max(limit, 1)]
         try:
@@ -200,7 +214,7 @@ class RedisShard:
         live = self._wanted.get(channel)
         if live is None:
             live = self._wanted[channel] = Event()
-            bus = bus_of(channel, self._partitions)
+            bus = self._keys.bus(channel)
             carried = self._buses.get(bus)
             if carried is None:
                 self._buses[bus] = {channel}
@@ -217,7 +231,7 @@ class RedisShard:
         self._stale.discard(channel)
         if self._wanted.pop(channel, None) is None:
             return
-        bus = bus_of(channel, self._partitions)
+        bus = self._keys.bus(channel)
         carried = self._buses.get(bus, set())
         carried.discard(channel)
         if not carried:
@@ -264,17 +278,21 @@ class RedisShard:
                     if message is not None:
                         self._on_pubsub(message)
             except _FAILURES as exc:
-                self._lost(exc)
-                for live in self._wanted.values():
-                    live.clear()
-                self._live_buses.clear()
-                self._pubsub = None
+                self._went_away(exc)
                 try:
                     pubsub.close()
                 except _FAILURES:
                     pass
                 self._wait_to_reconnect(backoff)
                 backoff = min(backoff * 2, _RECONNECT_MAX)
+
+    def _went_away(self, exc: Exception) -> None:
+        """The connection that heard the buses is gone: nothing is live until they are heard again."""
+        self._lost(exc)
+        for live in self._wanted.values():
+            live.clear()
+        self._live_buses.clear()
+        self._pubsub = None
 
     def _wait_to_reconnect(self, backoff: float) -> None:
         """Wait out the backoff (with jitter), or less: a publish that gets through says Redis is
@@ -287,9 +305,9 @@ class RedisShard:
         bus = message["channel"].decode()
         if bus == CONTROL:
             return
-        if kind == "subscribe":
+        if kind in ("subscribe", "ssubscribe"):  # a bus, or a Redis Cluster shard channel
             self._bus_live(bus)
-        elif kind == "message":
+        elif kind in ("message", "smessage"):
             for channel, body in envelope_records(message["data"]):
                 self._on_record(channel, body)
 
@@ -394,7 +412,9 @@ class RedisShard:
     def _fork(self, channel: str, last: tuple[str, int, bytes | None]) -> None:
         """Move the channel to a new epoch and report the gap: its subscribers resubscribe, and
         recovery tells them nothing of the old epoch can be replayed."""
-        reply = self._pipeline.execute(*scripts.FORK.command([redis_key(channel, "m")], [last[0], os.urandom(4).hex()]))
+        reply = self._pipeline.execute(
+            *scripts.FORK.command([self._keys.key(channel, "m")], [last[0], os.urandom(4).hex()])
+        )
         epoch, offset = reply[0].decode(), int(reply[1])
         log.warning("history of %r forked on %s (a failover lost messages): epoch %s now", channel, self.name, epoch)
         self._missed(channel, last, epoch, offset)
@@ -420,11 +440,14 @@ class RedisShard:
     def _lost(self, exc: Exception) -> None:
         if self.problem is None:
             log.warning("redis %s unavailable: %s", self.name, exc)
-            # The pool's connections died with it: without this, the first command on each after
-            # Redis is back would fail (the catch-up's reads, a publish) on a socket long closed.
-            self.redis.connection_pool.disconnect()
+            self._drop_connections()
         self.problem = f"redis {self.name}: {exc}"
         self.connected.clear()
+
+    def _drop_connections(self) -> None:
+        # The pool's connections died with it: without this, the first command on each after
+        # Redis is back would fail (the catch-up's reads, a publish) on a socket long closed.
+        self.redis.connection_pool.disconnect()
 
     # -- presence across workers -----------------------------------------------------------
 
@@ -445,15 +468,15 @@ class RedisShard:
         )
 
     def _presence_keys(self, channel: str) -> list[str]:
-        bus = bus_of(channel, self._partitions)
-        return [redis_key(channel, "u"), redis_key(channel, "i"), f"sb:w:{self.worker}", bus]
+        keys = self._keys
+        return [keys.key(channel, "u"), keys.key(channel, "i"), keys.held(self.worker), keys.bus(channel)]
 
     def _join_command(self, channel: str, member: dict, exclude: str) -> tuple:
         user = member["user"]
         payload = member_payload("join", channel, member)
         notice = presence_notice_payload(channel, False)
         args = [user, orjson.dumps(member["info"]), f"{channel}\0{user}", payload, exclude, self._push_limit]
-        return scripts.JOIN.command(self._presence_keys(channel), [*args, notice, channel])
+        return scripts.JOIN.command(self._presence_keys(channel), [*args, notice, channel, self._keys.publish])
 
     def leave(self, channel: str, member: dict) -> None:
         user = member["user"]
@@ -461,7 +484,8 @@ class RedisShard:
         notice = presence_notice_payload(channel, True)
         self._pipeline.send(
             *scripts.LEAVE.command(
-                self._presence_keys(channel), [user, f"{channel}\0{user}", payload, self._push_limit, notice, channel]
+                self._presence_keys(channel),
+                [user, f"{channel}\0{user}", payload, self._push_limit, notice, channel, self._keys.publish],
             ),
             then=self._notify_if("member_removed", channel, member),
         )
@@ -477,7 +501,7 @@ class RedisShard:
         The pipeline keeps them in order, so the last one written is the count now; a failure is
         noted, and the heartbeat rewrites them all once Redis is back.
         """
-        keys = [f"sb:n:{self.worker}", redis_key(channel, "o")]
+        keys = [self._keys.counts(self.worker), self._keys.key(channel, "o")]
         self._pipeline.send(
             *scripts.COUNT.command(keys, [channel, subscribers, self.worker]),
             then=lambda change: change and self.observers.notify(_OCCUPANCY[change], channel),
@@ -497,8 +521,8 @@ class RedisShard:
     def channel_counts(self) -> dict[str, int]:
         """Subscribers per channel of this instance, across every worker (zero counts included)."""
         try:
-            workers = self._pipeline.execute("ZRANGE", "sb:workers", 0, -1)
-            pending = [self._pipeline.call("HGETALL", f"sb:n:{worker.decode()}") for worker in workers]
+            workers = self._pipeline.execute("ZRANGE", self._keys.workers, 0, -1)
+            pending = [self._pipeline.call("HGETALL", self._keys.counts(worker.decode())) for worker in workers]
             totals: dict[str, int] = {}
             for result in pending:
                 for name, count in result.get().items():
@@ -510,7 +534,7 @@ class RedisShard:
 
     def members(self, channel: str) -> list[dict]:
         try:
-            infos = self._pipeline.execute("HGETALL", redis_key(channel, "i"))
+            infos = self._pipeline.execute("HGETALL", self._keys.key(channel, "i"))
         except _FAILURES as exc:
             self._note_failure(exc)
             raise BrokerUnavailable(str(exc)) from None
@@ -518,7 +542,7 @@ class RedisShard:
 
     def member_count(self, channel: str) -> int:
         try:
-            return self._pipeline.execute("HLEN", redis_key(channel, "u"))
+            return self._pipeline.execute("HLEN", self._keys.key(channel, "u"))
         except _FAILURES as exc:
             self._note_failure(exc)
             raise BrokerUnavailable(str(exc)) from None
@@ -535,12 +559,12 @@ class RedisShard:
             # Channels with subscribers here keep their epoch and offsets however quiet they are.
             pipe = self.redis.pipeline(transaction=False)
             for name in self._wanted:
-                pipe.expire(redis_key(name, "m"), self._history_ttl)
+                pipe.expire(self._keys.key(name, "m"), self._history_ttl)
             pipe.execute()
-            if self.redis.zadd("sb:workers", {self.worker: now}) or self._resync:
+            if self.redis.zadd(self._keys.workers, {self.worker: now}) or self._resync:
                 self._resync = False
                 self._register_again()
-            for worker in self.redis.zrangebyscore("sb:workers", "-inf", now - self._presence_ttl):
+            for worker in self.redis.zrangebyscore(self._keys.workers, "-inf", now - self._presence_ttl):
                 self._reap(worker.decode())
             self._last_heartbeat = time.monotonic()
         except _FAILURES as exc:
@@ -550,7 +574,7 @@ class RedisShard:
         """We were not registered (Redis lost its data, or presumed us dead and removed our
         members), or a write failed: register everything this worker holds here again. Counts
         Redis holds for channels we no longer have are written as zero."""
-        stale = {name.decode() for name in self.redis.hkeys(f"sb:n:{self.worker}")}
+        stale = {name.decode() for name in self.redis.hkeys(self._keys.counts(self.worker))}
         for name in stale | {name for name in self._receiver.local_channel_counts() if self._owns(name)}:
             self.count(name)
         held = set()
@@ -560,15 +584,16 @@ class RedisShard:
             for member in self._receiver.local_members(name):
                 held.add(f"{name}\0{member['user']}".encode())
                 self._register(name, member)
-        for entry in self.redis.smembers(f"sb:w:{self.worker}") - held:
+        for entry in self.redis.smembers(self._keys.held(self.worker)) - held:
             # A leave that failed earlier: the user is gone from here, so take it out.
             name, user = entry.decode().split("\0", 1)
-            info = self.redis.hget(redis_key(name, "i"), user)
+            info = self.redis.hget(self._keys.key(name, "i"), user)
             self.leave(name, {"user": user, "info": orjson.loads(info) if info else None})
 
     def _reap(self, worker: str) -> None:
-        keys = ["sb:workers", f"sb:w:{worker}", f"sb:n:{worker}"]
-        reaped = self._pipeline.execute(*scripts.REAP.command(keys, [worker, self._push_limit, self._partitions]))
+        keys = [self._keys.workers, self._keys.held(worker), self._keys.counts(worker)]
+        args = [worker, self._push_limit, self._keys.buses, self._keys.prefix, self._keys.publish]
+        reaped = self._pipeline.execute(*scripts.REAP.command(keys, args))
         if reaped is not None:
             log.info("removed the members of worker %s: no heartbeat for %.0f s", worker, self._presence_ttl)
             self._report_reaped(reaped[1], reaped[2])
@@ -588,10 +613,10 @@ class RedisShard:
         self._closed = True
         try:
             # Channels this worker still counts as occupied are left now, not at the next reap.
-            for name in self._pipeline.execute("HKEYS", f"sb:n:{self.worker}"):
+            for name in self._pipeline.execute("HKEYS", self._keys.counts(self.worker)):
                 self._store_count(name.decode(), 0)
-            self._pipeline.execute("ZREM", "sb:workers", self.worker)
-            self._pipeline.execute("DEL", f"sb:w:{self.worker}", f"sb:n:{self.worker}")
+            self._pipeline.execute("ZREM", self._keys.workers, self.worker)
+            self._pipeline.execute("DEL", self._keys.held(self.worker), self._keys.counts(self.worker))
         except _FAILURES:
             pass
         if self._listener is not None:
@@ -600,6 +625,8 @@ class RedisShard:
 
 def _describe(client: redis.Redis) -> str:
     """How logs and /healthz name an instance: host:port, or the Sentinel master's name."""
+    if not hasattr(client, "connection_pool"):
+        return "cluster"  # a cluster client names no one node: a partition says which it is
     kwargs = client.connection_pool.connection_kwargs
     service = getattr(client.connection_pool, "service_name", None)
     return f"sentinel:{service}" if service else f"{kwargs.get('host')}:{kwargs.get('port')}"
