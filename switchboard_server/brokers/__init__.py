@@ -13,7 +13,12 @@ from switchboard_server.core.config import Config
 
 
 def make_broker(config: Config) -> Broker:
-    """The broker the configuration asks for: Redis when SWITCHBOARD_REDIS_URL is set."""
+    """The broker the configuration asks for: Redis when SWITCHBOARD_REDIS_URL is set (a Redis Cluster
+    for a `redis+cluster://` URL)."""
+    if config.redis_url.startswith("redis+cluster://"):
+        from switchboard_server.brokers.redis_cluster import RedisClusterBroker
+
+        return RedisClusterBroker(config)
     if config.redis_url:
         from switchboard_server.brokers.redis import RedisBroker  # imported only when used: redis-py is optional
 
