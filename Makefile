@@ -68,6 +68,7 @@ bench: $(BIN)/activate
 	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { [ "$$(id -u)" = 0 ] && apt-get update && apt-get install -y nginx-light; } || \
 	  { echo "The rolling-restart bench needs nginx: sudo apt-get install -y nginx-light"; exit 1; }
 	$(BIN)/python -m bench.rolling_restart --json bench/results/rolling_restart.json
+	$(BIN)/python -m bench.redis_shards
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

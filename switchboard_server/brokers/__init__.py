@@ -14,8 +14,12 @@ from switchboard_server.core.namespaces import Namespaces
 
 
 def make_broker(config: Config, namespaces: Namespaces | None = None) -> Broker:
-    """The broker the configuration asks for: Redis when SWITCHBOARD_REDIS_URL is set; each
-    channel's history size and TTL come from its namespace."""
+    """The broker the configuration asks for: Redis when SWITCHBOARD_REDIS_URL is set (a Redis Cluster
+    for a `redis+cluster://` URL); each channel's history size and TTL come from its namespace."""
+    if config.redis_url.startswith("redis+cluster://"):
+        from switchboard_server.brokers.redis_cluster import RedisClusterBroker
+
+        return RedisClusterBroker(config, namespaces)
     if config.redis_url:
         from switchboard_server.brokers.redis import RedisBroker  # imported only when used: redis-py is optional
 

@@ -26,8 +26,15 @@ from gevent.event import AsyncResult
 log = logging.getLogger("switchboard.redis")
 
 # What says the connection to Redis failed (or Redis is still loading its data, a ConnectionError
-# too), rather than that a command was wrong.
-CONNECTION_FAILURES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+# too), rather than that a command was wrong; with Redis Cluster, also that a key's slot has no
+# reachable master right now (CLUSTERDOWN, or a slot the client knows no node for).
+CONNECTION_FAILURES = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    OSError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.SlotNotCoveredError,
+)
 
 
 class Script:
@@ -107,10 +114,13 @@ class Pipeline:
         replies = self._pipeline(commands)
         forgotten = [i for i, reply in enumerate(replies) if isinstance(reply, redis.exceptions.NoScriptError)]
         if forgotten:
-            self._pipeline([("SCRIPT", "LOAD", script.source) for script in self._scripts])
+            self._load_scripts()
             for i, reply in zip(forgotten, self._pipeline([commands[i] for i in forgotten]), strict=True):
                 replies[i] = reply
         return replies
+
+    def _load_scripts(self) -> None:
+        self._pipeline([("SCRIPT", "LOAD", script.source) for script in self._scripts])
 
     def _pipeline(self, commands: list[tuple]) -> list:
         pipe = self._client.pipeline(transaction=False)

@@ -54,7 +54,12 @@ class Config:
     drain_window: float = 5.0
     drain_batch: int = 100
     # Redis URL (redis://host:port/db): set it to run several workers or machines as one server.
+    # Several URLs, comma-separated, spread the channels over several Redis instances; a
+    # redis+sentinel://HOST:PORT,HOST:PORT/MASTER/DB URL follows a Sentinel-managed primary.
     redis_url: str = ""
+    # Pub/sub buses per Redis instance: a worker hears every channel of the buses it listens to,
+    # and one publish batch sends one message per bus it touches (docs/deployment.md).
+    redis_partitions: int = 16
     # Seconds after which a worker that stopped heartbeating is presumed dead and its members leave.
     presence_ttl: float = 30.0
     # Members a channel may have while join/leave are pushed: past it they are only counted and

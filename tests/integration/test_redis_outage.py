@@ -60,9 +60,10 @@ def shutdown_saving(redis: RedisServer) -> None:
 class Publisher(threading.Thread):
     """Publishes 0, 1, 2, ... with an idempotency key each, retrying a refused one after 10 ms."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, channel: str = CHANNEL) -> None:
         super().__init__(daemon=True)
         self.client = server.client()
+        self.channel = channel
         self.stored = 0  # messages stored so far: the next one is numbered this
         self.refused = 0
         self.stop = threading.Event()
@@ -71,7 +72,7 @@ class Publisher(threading.Thread):
         with self.client:
             while not self.stop.is_set():
                 reply = self.client.command(
-                    "publish", channel=CHANNEL, data=self.stored, idempotency_key=f"n{self.stored}"
+                    "publish", channel=self.channel, data=self.stored, idempotency_key=f"n{self.stored}"
                 )
                 if reply["type"] == "reply":
                     self.stored += 1
@@ -109,12 +110,12 @@ def check_told(events: list[tuple]) -> bool:
 class PythonSubscriber(threading.Thread):
     """The sync Python client, iterating; RecoveryErrors go to `on_unrecovered` and are recorded."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, channel: str = CHANNEL) -> None:
         super().__init__(daemon=True)
         self.client = switchboard_client.connect(server.ws_url + "/ws", min_delay=0.05, max_delay=0.5)
         self.events: list[tuple] = []
         self.subscription = self.client.subscribe(
-            CHANNEL, on_unrecovered=lambda error: self.events.append(("told", error.reason))
+            channel, on_unrecovered=lambda error: self.events.append(("told", error.reason))
         )
 
     def run(self) -> None:
@@ -130,12 +131,13 @@ class RawSubscriber(threading.Thread):
     """A raw `websockets` client speaking the protocol: on the `unrecoverable` error naming its
     channel, it subscribes again with `since` and `epoch`, as the protocol says."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, channel: str = CHANNEL) -> None:
         super().__init__(daemon=True)
         self.client = server.client()
+        self.channel = channel
         self.notices: list[dict] = []
         self.events: list[tuple] = []
-        self.epoch = self.client.command("subscribe", channel=CHANNEL)["result"]["epoch"]
+        self.epoch = self.client.command("subscribe", channel=channel)["result"]["epoch"]
         self.offset: int | None = None
         self.done = threading.Event()
 
@@ -152,7 +154,13 @@ class RawSubscriber(threading.Thread):
                 self.notices.append(frame)
                 self.events.append(("told", frame["message"]))
                 self.client.send(
-                    {"type": "subscribe", "id": "again", "channel": CHANNEL, "since": self.offset, "epoch": self.epoch}
+                    {
+                        "type": "subscribe",
+                        "id": "again",
+                        "channel": self.channel,
+                        "since": self.offset,
+                        "epoch": self.epoch,
+                    }
                 )
             elif frame["type"] == "reply" and frame["id"] == "again":
                 self.epoch = frame["result"]["epoch"]
