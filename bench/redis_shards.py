@@ -138,10 +138,9 @@ def table(runs: list[dict]) -> str:
     for run in runs:
         cpu = ", ".join(f"{value:.2f}" for value in run["cpu_s"])
         commands = ", ".join(f"{value:,.0f}" for value in run["commands_per_s"])
-        share = max(run["cpu_s"]) / sum(run["cpu_s"]) if sum(run["cpu_s"]) else 0
-        lines.append(
-            f"| {run['instances']} | {run['deliveries']}/{run['expected']} | {cpu} | {commands} | {share:.0%} |"
-        )
+        total = sum(run["cpu_s"])
+        share = f"{max(run['cpu_s']) / total:.0%}" if total else "n/a (too little to measure)"
+        lines.append(f"| {run['instances']} | {run['deliveries']}/{run['expected']} | {cpu} | {commands} | {share} |")
     return "\n".join(lines) + "\n"
 
 
