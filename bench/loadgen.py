@@ -1009,18 +1009,25 @@ def _recv_frame(sock: socket.socket, buf: bytearray) -> tuple[int, bytes]:
         buf += chunk
 
 
-def echo_rtt(lg: LoadGen, count: int, size: int = 100, timeout: float = 30.0) -> list[int]:
-    """Open one connection and do `count` sequential round trips; returns RTTs in ns."""
-    res = lg.open(1, role=PLAIN, path=lg.default_path(echo=True), timeout=timeout)
+def _blocking_connection(lg: LoadGen, path: str, timeout: float):
+    """One connection to `path`, taken out of the event loop and made blocking, for a sequence of
+    round trips timed one at a time."""
+    res = lg.open(1, role=PLAIN, path=path, timeout=timeout)
     if not res.conns:
-        raise ConnectionError(f"echo connection failed: {res.errors}")
+        raise ConnectionError(f"connection to {path} failed: {res.errors}")
     c = res.conns[0]
     lg.ep.unregister(c.fd)
     lg.conns.pop(c.fd, None)
     lg.by_fd[c.fd] = None
+    c.sock.setblocking(True)
+    c.sock.settimeout(timeout)
+    return c
+
+
+def echo_rtt(lg: LoadGen, count: int, size: int = 100, timeout: float = 30.0) -> list[int]:
+    """Open one connection and do `count` sequential round trips; returns RTTs in ns."""
+    c = _blocking_connection(lg, lg.default_path(echo=True), timeout)
     sock = c.sock
-    sock.setblocking(True)
-    sock.settimeout(timeout)
     body = b'{"t":%019d,"s":%010d,"p":"' % (time.time_ns(), 1_000_000_000)
     if lg.dialect == "socketio":
         head, tail = b'42["echo",', b'"}]'
@@ -1063,16 +1070,8 @@ def command_rtts(lg: LoadGen, commands: dict[str, bytes], count: int, timeout: f
     Each command is a JSON object without its closing brace, so that an `"id"` can follow. Taking
     the commands in turn, not one series after the other, gives each the same conditions.
     """
-    res = lg.open(1, role=PLAIN, path=lg.path_prefix + "/ws", timeout=timeout)
-    if not res.conns:
-        raise ConnectionError(f"connection failed: {res.errors}")
-    c = res.conns[0]
-    lg.ep.unregister(c.fd)
-    lg.conns.pop(c.fd, None)
-    lg.by_fd[c.fd] = None
+    c = _blocking_connection(lg, lg.path_prefix + "/ws", timeout)
     sock = c.sock
-    sock.setblocking(True)
-    sock.settimeout(timeout)
     buf = bytearray(c.pending or b"")
     rtts: dict[str, list[int]] = {name: [] for name in commands}
     try:
