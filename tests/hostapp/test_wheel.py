@@ -93,7 +93,7 @@ def server(installed: Path, tmp_path: Path) -> Iterator[tuple[Endpoint, subproce
         log.close()
 
 
-def test_the_installed_server_serves_and_says_goodbye_with_1001(server, installed: Path):
+def test_the_installed_server_serves_and_drains_on_exit(server, installed: Path):
     endpoint, process = server
     status, health = endpoint.health()
     assert (status, health["status"]) == (200, "ok")
@@ -115,5 +115,5 @@ def test_the_installed_server_serves_and_says_goodbye_with_1001(server, installe
         with pytest.raises(ConnectionClosed) as closed:
             while True:
                 json.loads(client.ws.recv(timeout=30))
-        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012  # drained: come back later
     assert process.wait(30) == 0
