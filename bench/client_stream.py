@@ -80,18 +80,26 @@ def _pinned(cpu: int, argv: list[str]) -> list[str]:
 
 
 def start_server(port: int, count: int, log_path: Path, settings: dict[str, str] | None = None) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
-    env.update(
-        PORT=str(port),
-        SWITCHBOARD_WORKERS="1",
-        SWITCHBOARD_RATE_MESSAGES="0",
-        SWITCHBOARD_HISTORY_SIZE=str(count),
-        # The whole replay is queued at once for the reader: let it, rather than cut a slow consumer.
-        SWITCHBOARD_SEND_QUEUE_MESSAGES=str(count + 1000),
-        SWITCHBOARD_SEND_QUEUE_BYTES=str(count * 1000),
-        SWITCHBOARD_LOG_LEVEL="warning",
+    """Switchboard, one worker, with history and a send queue that hold the whole stream."""
+    return start_switchboard(
+        port,
+        log_path,
+        {
+            "SWITCHBOARD_HISTORY_SIZE": str(count),
+            # The whole replay is queued at once for the reader: let it, rather than cut a slow consumer.
+            "SWITCHBOARD_SEND_QUEUE_MESSAGES": str(count + 1000),
+            "SWITCHBOARD_SEND_QUEUE_BYTES": str(count * 1000),
+            **(settings or {}),
+        },
     )
-    env.update(settings or {})
+
+
+def start_switchboard(port: int, log_path: Path, settings: dict[str, str]) -> subprocess.Popen:
+    """The standalone server with one worker on SERVER_CPU, the rate limit off and `settings`
+    over the defaults (none of the caller's own SWITCHBOARD_ variables), once /healthz answers."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+    env.update(PORT=str(port), SWITCHBOARD_WORKERS="1", SWITCHBOARD_RATE_MESSAGES="0", SWITCHBOARD_LOG_LEVEL="warning")
+    env.update(settings)
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))
     with open(log_path, "ab") as log:
         server = subprocess.Popen(
@@ -100,6 +108,7 @@ def start_server(port: int, count: int, log_path: Path, settings: dict[str, str]
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     deadline = time.monotonic() + 20
     while True:

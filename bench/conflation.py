@@ -25,13 +25,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
+
+from bench.client_stream import start_switchboard
 
 ROOT = Path(__file__).resolve().parents[1]
 CHANNEL = "ticker:bench"
 NAMESPACES = '[namespaces."ticker:"]\nconflate = true\nconflation_window = 0.1\nhistory_size = 1\n'
-SERVER_CPU, LOAD_CPU = 0, 1
+LOAD_CPU = 1  # the server runs on CPU 0 (client_stream.start_switchboard)
 BATCH_EVERY = 0.01  # seconds between publish batches
 
 
@@ -83,37 +84,10 @@ def _stdin_closed() -> bool:
 # -- the server and the runs ----------------------------------------------------------------------
 
 
-def _pinned(cpu: int, argv: list[str]) -> list[str]:
-    return ["taskset", "-c", str(cpu), *argv] if (os.cpu_count() or 1) >= 2 else argv
-
-
 def start_server(port: int, tmp: Path) -> subprocess.Popen:
     namespaces = tmp / "namespaces.toml"
     namespaces.write_text(NAMESPACES)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
-    env.update(
-        PORT=str(port),
-        SWITCHBOARD_WORKERS="1",
-        SWITCHBOARD_RATE_MESSAGES="0",
-        SWITCHBOARD_NAMESPACES=str(namespaces),
-        SWITCHBOARD_LOG_LEVEL="warning",
-    )
-    gunicorn = str(Path(sys.executable).with_name("gunicorn"))
-    with open(tmp / "gunicorn.log", "ab") as log:
-        server = subprocess.Popen(
-            _pinned(SERVER_CPU, [gunicorn, "-c", "gunicorn.conf.py", "wsgi:app"]),
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
-                return server
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                raise RuntimeError(f"the server did not start; see {tmp / 'gunicorn.log'}") from None
-            time.sleep(0.1)
+    return start_switchboard(port, tmp / "gunicorn.log", {"SWITCHBOARD_NAMESPACES": str(namespaces)})
 
 
 def server_rss_mib(server: subprocess.Popen) -> float:
