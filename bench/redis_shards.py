@@ -1,10 +1,13 @@
-"""The same publish load over 1, 2 and 3 Redis instances: does each instance's load divide?
+"""The same publish load over 1, 2 and 3 Redis instances, then a 3-master Redis Cluster: does
+each instance's load divide?
 
 For each instance count, start that many redis-servers and Switchboard (two Gunicorn workers)
 with SWITCHBOARD_REDIS_URL listing them all, open subscribers over many channels, publish to every
 channel round after round, and read for each redis-server the CPU it spent (utime + stime from
 /proc/<pid>/stat) and the commands it processed (INFO stats), over the publishing only. With the
 channels spread by a consistent hash, each of N instances should take about 1/N of the work.
+The last run does the same over three cluster masters (no replicas) joined by redis-cli, with
+Switchboard given a redis+cluster:// URL: its partitions spread over the masters' slot ranges.
 
 Run from the repository root:
     .venv/bin/python -m bench.redis_shards                 # full sizes
@@ -17,10 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -59,16 +64,27 @@ def cpu_seconds(pid: int) -> float:
 
 
 class Instance:
-    """One redis-server on a free port, without persistence."""
+    """One redis-server on a free port, without persistence; a cluster node when given a folder
+    for its node file."""
 
-    def __init__(self) -> None:
+    def __init__(self, cluster_folder: Path | None = None) -> None:
         self.port = free_port()
-        self.process = subprocess.Popen(
-            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
+        argv = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no"]  # fmt: skip
+        if cluster_folder is not None:
+            # The bus on its own free port: the default, port + 10000, may be taken or past 65535.
+            argv += ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{self.port}.conf",
+                     "--cluster-port", str(free_port()), "--cluster-require-full-coverage", "no"]  # fmt: skip
+        self.process = subprocess.Popen(argv, cwd=cluster_folder, stdout=subprocess.DEVNULL)
         wait_port(self.port)
         self.client = redis.Redis(port=self.port)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def cluster_ok(self) -> bool:
+        return b"cluster_state:ok" in self.client.execute_command("CLUSTER", "INFO", NEVER_DECODE=True)
 
     def sample(self) -> tuple[float, int]:
         return cpu_seconds(self.process.pid), int(self.client.info("stats")["total_commands_processed"])
@@ -79,12 +95,40 @@ class Instance:
         self.process.wait(10)
 
 
-def start_switchboard(instances: list[Instance]) -> tuple[subprocess.Popen, int]:
+def standalone(count: int) -> tuple[list[Instance], str]:
+    """`count` independent redis-servers and the URL listing them all."""
+    instances = [Instance() for _ in range(count)]
+    return instances, ",".join(f"redis://{instance.address}/0" for instance in instances)
+
+
+def cluster(count: int, folder: Path) -> tuple[list[Instance], str]:
+    """`count` masters made one cluster by redis-cli (which splits the slots evenly), once every
+    node reports cluster_state:ok, and the redis+cluster:// URL naming them."""
+    nodes = [Instance(folder) for _ in range(count)]
+    redis_cli = shutil.which("redis-cli", path=str(Path(redis_server_binary()).parent)) or "redis-cli"
+    try:
+        subprocess.run(
+            [redis_cli, "--cluster", "create", *(node.address for node in nodes), "--cluster-yes"],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while not all(node.cluster_ok() for node in nodes):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the cluster never reached cluster_state:ok")
+            time.sleep(0.1)
+    except (subprocess.SubprocessError, TimeoutError):
+        for node in nodes:
+            node.stop()
+        raise
+    return nodes, "redis+cluster://" + ",".join(node.address for node in nodes)
+
+
+def start_switchboard(redis_url: str) -> tuple[subprocess.Popen, int]:
     port = free_port()
     env = dict(
         os.environ,
         PORT=str(port),
-        SWITCHBOARD_REDIS_URL=",".join(f"redis://127.0.0.1:{instance.port}/0" for instance in instances),
+        SWITCHBOARD_REDIS_URL=redis_url,
         SWITCHBOARD_WORKERS="2",
         SWITCHBOARD_RATE_MESSAGES="0",
         SWITCHBOARD_LOG_LEVEL="warning",
@@ -96,10 +140,21 @@ def start_switchboard(instances: list[Instance]) -> tuple[subprocess.Popen, int]
     return gunicorn, port
 
 
-def measure(count: int, size: dict) -> dict:
-    """One run over `count` instances: per instance, CPU seconds and commands per second."""
-    instances = [Instance() for _ in range(count)]
-    gunicorn, port = start_switchboard(instances)
+def measure(count: int, size: dict, as_cluster: bool = False) -> dict:
+    """One run over `count` instances (cluster masters if `as_cluster`): per instance, CPU seconds
+    and commands per second."""
+    with tempfile.TemporaryDirectory(prefix="redis-shards-") as folder:
+        instances, url = cluster(count, Path(folder)) if as_cluster else standalone(count)
+        try:
+            return {"instances": count, "cluster": as_cluster} | run_load(instances, url, size)
+        finally:
+            for instance in instances:
+                instance.stop()
+
+
+def run_load(instances: list[Instance], url: str, size: dict) -> dict:
+    """Switchboard over `url`, the load, and each instance's CPU and commands over the publishing."""
+    gunicorn, port = start_switchboard(url)
     try:
         channels = [channel_name(i) for i in range(size["channels"])]
         lg = LoadGen(port)
@@ -118,10 +173,7 @@ def measure(count: int, size: dict) -> dict:
     finally:
         os.killpg(gunicorn.pid, signal.SIGTERM)
         gunicorn.wait(15)
-        for instance in instances:
-            instance.stop()
     return {
-        "instances": count,
         "seconds": seconds,
         "deliveries": lg.delivered,
         "expected": len(opened.conns) * size["rounds"],
@@ -140,7 +192,8 @@ def table(runs: list[dict]) -> str:
         commands = ", ".join(f"{value:,.0f}" for value in run["commands_per_s"])
         total = sum(run["cpu_s"])
         share = f"{max(run['cpu_s']) / total:.0%}" if total else "n/a (too little to measure)"
-        lines.append(f"| {run['instances']} | {run['deliveries']}/{run['expected']} | {cpu} | {commands} | {share} |")
+        label = f"{run['instances']} (Cluster)" if run["cluster"] else run["instances"]
+        lines.append(f"| {label} | {run['deliveries']}/{run['expected']} | {cpu} | {commands} | {share} |")
     return "\n".join(lines) + "\n"
 
 
@@ -151,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
     raise_nofile()
     size = SIZES["quick" if options.quick else "full"]
-    runs = [measure(count, size) for count in (1, 2, 3)]
+    runs = [measure(count, size) for count in (1, 2, 3)] + [measure(3, size, as_cluster=True)]
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"size": size, "runs": runs}, indent=2))
