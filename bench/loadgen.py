@@ -1036,31 +1036,14 @@ def echo_rtt(lg: LoadGen, count: int, size: int = 100, timeout: float = 30.0) ->
     payload = head + body + b"x" * max(1, size - len(head) - len(body) - len(tail)) + tail
     frame = client_frame(payload)
     buf = bytearray(c.pending or b"")
-    rtts = []
+
+    def is_echo(got: bytes) -> bool:
+        return lg.dialect != "socketio" or got.startswith(b'42["echo"')
+
     try:
-        for _ in range(count):
-            t0 = time.perf_counter_ns()
-            sock.sendall(frame)
-            while True:
-                b0, got = _recv_frame(sock, buf)
-                op = b0 & 0x0F
-                if op == 9:
-                    sock.sendall(client_frame(got, 10))
-                elif op == 8:
-                    raise ConnectionError("server closed the echo connection")
-                elif lg.dialect == "socketio" and got == b"2":
-                    sock.sendall(SIO_PONG)
-                elif op in (1, 2) and (lg.dialect != "socketio" or got.startswith(b'42["echo"')):
-                    break
-            rtts.append(time.perf_counter_ns() - t0)
+        return [_round_trip(lg, sock, buf, frame, is_echo) for _ in range(count)]
     finally:
-        try:
-            sock.sendall(CLOSE_FRAME)
-        except OSError:
-            pass
-        sock.close()
-        c.state = CLOSED
-    return rtts
+        _release(c)
 
 
 def command_rtts(lg: LoadGen, commands: dict[str, bytes], count: int, timeout: float = 30.0) -> dict[str, list[int]]:
@@ -1079,28 +1062,44 @@ def command_rtts(lg: LoadGen, commands: dict[str, bytes], count: int, timeout: f
             name, command = list(commands.items())[i % len(commands)]
             reply = b'"type":"reply","id":%d' % i
             frame = client_frame(command + b',"id":%d}' % i)
-            t0 = time.perf_counter_ns()
-            sock.sendall(frame)
-            while True:
-                b0, got = _recv_frame(sock, buf)
-                op = b0 & 0x0F
-                if op == 9:
-                    sock.sendall(client_frame(got, 10))
-                elif op == 8:
-                    raise ConnectionError("server closed the connection")
-                elif reply in got:
-                    break
-                elif b'"type":"error"' in got:
+
+            def is_reply(got: bytes, reply: bytes = reply, name: str = name) -> bool:
+                if b'"type":"error"' in got:
                     raise ConnectionError(f"{name} refused: {got[:120].decode('utf-8', 'replace')}")
-            rtts[name].append(time.perf_counter_ns() - t0)
+                return reply in got
+
+            rtts[name].append(_round_trip(lg, sock, buf, frame, is_reply))
     finally:
-        try:
-            sock.sendall(CLOSE_FRAME)
-        except OSError:
-            pass
-        sock.close()
-        c.state = CLOSED
+        _release(c)
     return rtts
+
+
+def _round_trip(lg: LoadGen, sock, buf: bytearray, frame: bytes, is_answer) -> int:
+    """Send `frame` and read until a message `is_answer`, answering pings (Socket.IO's too) on
+    the way; the time it took, in ns."""
+    t0 = time.perf_counter_ns()
+    sock.sendall(frame)
+    while True:
+        b0, got = _recv_frame(sock, buf)
+        op = b0 & 0x0F
+        if op == 9:
+            sock.sendall(client_frame(got, 10))
+        elif op == 8:
+            raise ConnectionError("server closed the connection")
+        elif lg.dialect == "socketio" and got == b"2":
+            sock.sendall(SIO_PONG)
+        elif op in (1, 2) and is_answer(got):
+            return time.perf_counter_ns() - t0
+
+
+def _release(c) -> None:
+    """Close a connection `_blocking_connection` took out of the event loop."""
+    try:
+        c.sock.sendall(CLOSE_FRAME)
+    except OSError:
+        pass
+    c.sock.close()
+    c.state = CLOSED
 
 
 def pusher_path(role: str) -> str:
