@@ -528,7 +528,7 @@ class Hub:
         skip = _sent_already(channel, offset) if channel.ahead else None
         channel.delivered = offset
         if channel.namespace.conflate:
-            self._deliver_conflated(channel, publication)
+            self._deliver_conflated(channel, publication, skip)
             return
         # The hot path: it allocates nothing per subscriber (a tuple per subscriber here cost 2x
         # in garbage collection on bursts to 5,000), and counts once per codec, not per recipient.
@@ -547,9 +547,10 @@ class Hub:
         for backlog in channel.catching_up.values():
             backlog.append(publication)
 
-    def _deliver_conflated(self, channel: Channel, publication: Publication) -> None:
+    def _deliver_conflated(self, channel: Channel, publication: Publication, skip: set | None) -> None:
         """`deliver` on a conflated channel: each subscriber that lags is held its latest frame per
-        key instead (core/conflation.py); the others get every one."""
+        key instead (core/conflation.py); the others get every one, but for those `skip` names
+        (their history already gave it)."""
         namespace = channel.namespace
         exclude = publication.exclude
         connections = self.connections
@@ -564,7 +565,7 @@ class Hub:
             queued = 0
             for subscriber in tuple(subscribers):
                 subscriber_id = subscriber.id
-                if subscriber_id == exclude:
+                if subscriber_id == exclude or (skip and subscriber in skip):
                     continue
                 conn = connections.get(subscriber_id)
                 if (
