@@ -166,11 +166,8 @@ def test_a_failover_that_lost_writes_is_told_to_every_subscriber(start_server, r
     finally:
         publisher.stop.set()
         publisher.join(10)
-    last = publisher.stored - 1
+    caught_up(publisher, subscribers)
     for subscriber in subscribers:
-        wait_for(lambda subscriber=subscriber: subscriber.last() == last, what=f"a subscriber to get {last}")
-        subscriber.done.set()
-        subscriber.join(5)
         assert check_told(subscriber.events), subscriber.events
 
     # The new primary really lacks what was held back.
@@ -216,17 +213,25 @@ def test_sentinel_failover_on_command_subscribers_resume(start_server, replicate
     finally:
         publisher.stop.set()
         publisher.join(10)
-    last = publisher.stored - 1
+    last = caught_up(publisher, subscribers)
     for subscriber in subscribers:
-        wait_for(lambda subscriber=subscriber: subscriber.last() == last, what=f"a subscriber to get {last}")
-        subscriber.done.set()
-        subscriber.join(5)
         if not check_told(subscriber.events):
             numbers = [event[3] for event in subscriber.events]
             assert numbers == list(range(numbers[0], numbers[-1] + 1))
     # The stream went on on the new primary.
     with redis.Redis(port=replica.port) as direct:
         assert last_number(direct) == last
+
+
+def caught_up(publisher, subscribers: list) -> int:
+    """Once the publisher has stopped: wait until every subscriber has the last message stored,
+    stop them, and return its number."""
+    last = publisher.stored - 1
+    for subscriber in subscribers:
+        wait_for(lambda subscriber=subscriber: subscriber.last() == last, what=f"a subscriber to get {last}")
+        subscriber.done.set()
+        subscriber.join(5)
+    return last
 
 
 def last_number(direct: redis.Redis) -> int:
