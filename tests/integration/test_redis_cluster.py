@@ -20,6 +20,7 @@ import redis
 
 from switchboard_server.brokers.redis import shard_index
 from switchboard_server.brokers.redis_cluster import partition_tags
+from tests.integration.across import every_feature_across_two_instances
 from tests.integration.servers import Server, free_port
 from tests.integration.test_redis_outage import Publisher, RawSubscriber, check_told, wait_for
 
@@ -190,39 +191,15 @@ def test_partitions_spread_over_every_master_with_a_channel_and_its_bus_in_one_s
 def test_every_feature_across_two_instances_on_every_master(cluster, pair):
     a, b = pair
     channels = one_per_master(cluster, "presence-hall-")
-    with a.client(token=a.token("ann")) as ann:
-        ben = b.client(token=b.token("ben"))
-        epochs = {}
-        for channel in channels:
-            ann.command("subscribe", channel=channel)
-            epochs[channel] = ben.command("subscribe", channel=channel)["result"]["epoch"]
-            assert ann.next_push("join")["member"]["user"] == "ben"
-        for index, channel in enumerate(channels):
-            owner = cluster.owner(slot_of(channel))
-            assert owner.client.exists(f"sb:{{{tag_of(channel)}}}:{{{channel}}}:u")  # presence, on its master
-            for server in (a, b):
-                members = server.api("GET", f"/api/channels/{channel}/presence")[1]["members"]
-                assert sorted(member["user"] for member in members) == ["ann", "ben"]
-            ann.command("publish", channel=channel, data=f"A on {index}")
-            ben.command("publish", channel=channel, data=f"B on {index}")
-            for client in (ann, ben):
-                assert [message["data"] for message in client.messages(2)] == [f"A on {index}", f"B on {index}"]
-            assert owner.client.xlen(f"sb:{{{tag_of(channel)}}}:{{{channel}}}:s") == 2
-        counts = {entry["name"]: entry["subscribers"] for entry in a.api("GET", "/api/channels")[1]["channels"]}
-        assert {name: counts.get(name) for name in channels} == {channel: 2 for channel in channels}
 
-        # Ben leaves; what is published meanwhile is recovered when he comes back, on every master.
-        ben.close()
-        for channel in channels:
-            assert ann.next_push("leave")["member"]["user"] == "ben"
-            ann.command("publish", channel=channel, data="while away")
-        ben = b.client(token=b.token("ben"))
-        for channel in channels:
-            reply = ben.command("subscribe", channel=channel, since=2, epoch=epochs[channel])["result"]
-            assert reply["recovered"] and reply["offset"] == 3
-            assert [(m["offset"], m["data"]) for m in ben.messages(1)] == [(3, "while away")]
-            history = b.api("GET", f"/api/channels/{channel}/history")[1]
-            assert [m["data"] for m in history["messages"]][-1] == "while away"
+    def placed(index: int, channel: str) -> None:
+        # Presence and history, on the master that owns the channel's partition.
+        owner = cluster.owner(slot_of(channel))
+        assert owner.client.exists(f"sb:{{{tag_of(channel)}}}:{{{channel}}}:u")
+        assert owner.client.xlen(f"sb:{{{tag_of(channel)}}}:{{{channel}}}:s") == 2
+
+    with a.client(token=a.token("ann")) as ann:
+        ben = every_feature_across_two_instances(a, b, ann, channels, placed)
         # An idempotency key repeated through the other instance stores nothing twice.
         first = ann.command("publish", channel=channels[0], data="once", idempotency_key="k1")["result"]
         again = ben.command("publish", channel=channels[0], data="once", idempotency_key="k1")["result"]

@@ -7,6 +7,7 @@ import pytest
 import redis
 
 from switchboard_server.brokers.redis import shard_index
+from tests.integration.across import every_feature_across_two_instances
 from tests.integration.servers import RedisServer
 from tests.integration.test_redis_outage import Publisher, RawSubscriber, check_told, wait_for
 
@@ -76,44 +77,13 @@ def test_channels_spread_over_every_instance_and_each_lives_on_exactly_one(pair,
 
 def test_publish_subscribe_presence_history_and_recovery_on_every_instance(pair, instances):
     a, b = pair
-    channels = one_per_instance("presence-hall-")
-    with a.client(token=a.token("ann")) as ann:
-        ben = b.client(token=b.token("ben"))
-        epochs = {}
-        for channel in channels:
-            ann.command("subscribe", channel=channel)
-            epochs[channel] = ben.command("subscribe", channel=channel)["result"]["epoch"]
-            assert ann.next_push("join")["member"]["user"] == "ben"
-        for index, channel in enumerate(channels):
-            # Presence lives with the channel: its members on its instance only.
-            assert holders(instances, f"sb:{{{channel}}}:u") == [index]
-            for server in (a, b):
-                members = server.api("GET", f"/api/channels/{channel}/presence")[1]["members"]
-                assert sorted(member["user"] for member in members) == ["ann", "ben"]
-            ann.command("publish", channel=channel, data=f"A on {index}")
-            ben.command("publish", channel=channel, data=f"B on {index}")
-            for client in (ann, ben):
-                assert [message["data"] for message in client.messages(2)] == [f"A on {index}", f"B on {index}"]
-        counts = {entry["name"]: entry["subscribers"] for entry in a.api("GET", "/api/channels")[1]["channels"]}
-        assert counts == {channel: 2 for channel in channels}
 
-        # Ben leaves; what is published meanwhile is recovered when he comes back, on every instance.
-        ben.close()
-        for channel in channels:
-            assert ann.next_push("leave")["member"]["user"] == "ben"
-            ann.command("publish", channel=channel, data="while away")
-        ben = b.client(token=b.token("ben"))
-        for channel in channels:
-            reply = ben.command("subscribe", channel=channel, since=2, epoch=epochs[channel])["result"]
-            assert reply["recovered"] and reply["offset"] == 3
-            assert [(m["offset"], m["data"]) for m in ben.messages(1)] == [(3, "while away")]
-            history = b.api("GET", f"/api/channels/{channel}/history")[1]
-            assert [m["data"] for m in history["messages"]] == [
-                f"A on {channels.index(channel)}",
-                f"B on {channels.index(channel)}",
-                "while away",
-            ]
-        ben.close()
+    def placed(index: int, channel: str) -> None:
+        # Presence lives with the channel: its members on its instance only.
+        assert holders(instances, f"sb:{{{channel}}}:u") == [index]
+
+    with a.client(token=a.token("ann")) as ann:
+        every_feature_across_two_instances(a, b, ann, one_per_instance("presence-hall-"), placed).close()
 
 
 def test_an_instance_that_stops_costs_only_its_own_channels(pair, instances):
